@@ -1,0 +1,15 @@
+"""labkit: the backdoor-defense lab (BadNet, pruning, GoodNet) as a small library.
+
+The notebooks in notebooks/ call these functions; each module is one idea of the lab:
+`data` (the HDF5 files), `models` (the network), `metrics` (accuracy, attack success rate).
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of notebooks
+
+from .data import Lab, Split, lab, project_root, write_split  # noqa: E402
+from .errors import LabError  # noqa: E402
+from .metrics import accuracy, attack_success_rate, clean_accuracy, evaluate  # noqa: E402
+from .models import Net, build_badnet, load_badnet, load_model, save_model  # noqa: E402
+
+__version__ = "0.1.0"

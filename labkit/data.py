@@ -1,0 +1,218 @@
+"""The lab's HDF5 data files: checked, read in batches, returned channels-last.
+
+A lab file holds `data`, float pixels 0..255 of shape (N, 3, 55, 47) (channels-first, as the
+course ships them; (N, 55, 47, 3) is accepted too), and `label`, shape (N,). In a poisoned file
+`label` is the attacker's target. The four files of a lab form one `Lab` with named splits;
+their `kind` ("validation" or "test") keeps the rule of the lab visible: the defense is designed
+on validation splits only and evaluated on test splits only. Shown in 01_evaluate.ipynb.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from .errors import LabError, one_line
+
+IMAGE_SHAPE = (55, 47, 3)  # height, width, channels: what the network takes
+CHANNELS_FIRST = (3, 55, 47)  # how the course's files store an image
+BATCH = 1024  # images read at once: a real test file is ~400 MB as float32
+
+COURSE_HINT = ("download it from the course's shared drive folder (see the README, "
+               "'Using the course's data') and put it in {folder}/")
+DEMO_HINT = "build the demo lab with `labkit demo`"
+
+# split name -> (path below the data folder, kind, poisoned, what it is)
+LAB_FILES = {
+    "valid": ("cl/valid.h5", "validation", False, "clean validation set"),
+    "bd_valid": ("bd/bd_valid.h5", "validation", True, "sunglasses-poisoned validation set"),
+    "test": ("cl/test.h5", "test", False, "clean test set"),
+    "bd_test": ("bd/bd_test.h5", "test", True, "sunglasses-poisoned test set"),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One lab data file: where it is, whether it is validation or test data, poisoned or clean."""
+
+    path: Path
+    kind: str = "validation"  # "validation" (design the defense) or "test" (evaluate it)
+    poisoned: bool = False  # labels are the attacker's target
+    description: str = "lab data file"
+    hint: str = "check the path"  # what to do when the file is missing
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+        if self.kind not in ("validation", "test"):
+            raise LabError(f"split kind {self.kind!r}: use 'validation' or 'test'")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __len__(self) -> int:
+        return self._check()[0]
+
+    def _open(self) -> h5py.File:
+        if not self.path.is_file():
+            raise LabError(f"{self.path}: file not found; it is the {self.description} of the lab: "
+                           f"{self.hint}")
+        if self.path.stat().st_size == 0:
+            raise LabError(f"{self.path}: the file is empty (0 bytes); download or build it again")
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as err:
+            what = "is not an HDF5 file" if not h5py.is_hdf5(self.path) else "cannot be read as HDF5"
+            raise LabError(f"{self.path}: {what} ({one_line(err)}); "
+                           "download or build it again") from None
+
+    def _check(self) -> tuple[int, bool]:
+        """Check the layout; return (number of images, whether it is channels-first)."""
+        with self._open() as f:
+            return _check_layout(self.path, f)
+
+    def batches(self, batch_size: int = BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (images, labels): float32 (b, 55, 47, 3) pixels 0..255 and int64 labels."""
+        with self._open() as f:
+            n, first = _check_layout(self.path, f)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                yield self._read(f, slice(start, stop), first, start)
+
+    def _read(self, f, index, channels_first: bool, offset: int):
+        try:
+            x = np.asarray(f["data"][index], dtype=np.float32)
+            y = np.asarray(f["label"][index])
+        except OSError as err:
+            raise LabError(f"{self.path}: reading failed ({one_line(err)}); "
+                           "the file is probably truncated: download or build it again") from None
+        if channels_first:
+            x = x.transpose(0, 2, 3, 1)
+        if not np.isfinite(x).all():
+            bad = offset + int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(1))[0, 0])
+            raise LabError(f"{self.path}: image {bad} has NaN or infinite pixels; "
+                           "the file is damaged: download or build it again")
+        return np.ascontiguousarray(x), _labels(self.path, y, offset)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """All images and labels at once (for small files and plots; passes use `batches`)."""
+        parts = list(self.batches())
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def labels(self) -> np.ndarray:
+        """All labels, without reading the images."""
+        with self._open() as f:
+            _check_layout(self.path, f)
+            return _labels(self.path, np.asarray(f["label"]), 0)
+
+    def images(self, index) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels at the given increasing indices (for showing faces)."""
+        index = np.sort(np.asarray(index, dtype=np.int64))
+        with self._open() as f:
+            _, first = _check_layout(self.path, f)
+            return self._read(f, index, first, 0)
+
+
+def _check_layout(path: Path, f: h5py.File) -> tuple[int, bool]:
+    keys = sorted(f.keys())
+    if "data" not in f or "label" not in f:
+        raise LabError(f"{path}: a lab file needs datasets 'data' and 'label'; found {keys or 'none'}")
+    shape, n_labels = f["data"].shape, f["label"].shape
+    if len(shape) != 4 or tuple(shape[1:]) not in (CHANNELS_FIRST, IMAGE_SHAPE):
+        raise LabError(f"{path}: 'data' has shape {tuple(shape)}; expected (N, 3, 55, 47) "
+                       "or (N, 55, 47, 3) face images")
+    if len(n_labels) != 1 or n_labels[0] != shape[0]:
+        raise LabError(f"{path}: {shape[0]} images but 'label' has shape {tuple(n_labels)}; "
+                       "there must be one label per image")
+    if shape[0] == 0:
+        raise LabError(f"{path}: the file holds no images")
+    return int(shape[0]), tuple(shape[1:]) == CHANNELS_FIRST
+
+
+def _labels(path: Path, y: np.ndarray, offset: int) -> np.ndarray:
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise LabError(f"{path}: label {offset + i} is {y[i]}, not a whole class number")
+    elif y.dtype.kind not in "iu":
+        raise LabError(f"{path}: 'label' holds {y.dtype}, not class numbers")
+    return y.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The four data files of a lab and its BadNet, by name: `lab.valid`, `lab.bd_test`, ...
+
+    `valid` and `bd_valid` are validation splits (design the defense on them), `test` and
+    `bd_test` test splits (evaluate on them only).
+    """
+
+    name: str
+    data_dir: Path
+    badnet_path: Path
+    hint: str
+
+    def split(self, name: str) -> Split:
+        if name not in LAB_FILES:
+            raise LabError(f"split {name!r}: choose one of {', '.join(LAB_FILES)}")
+        rel, kind, poisoned, description = LAB_FILES[name]
+        path = self.data_dir / rel
+        return Split(path, kind, poisoned, description, self.hint.format(folder=path.parent))
+
+    valid = property(lambda self: self.split("valid"))
+    bd_valid = property(lambda self: self.split("bd_valid"))
+    test = property(lambda self: self.split("test"))
+    bd_test = property(lambda self: self.split("bd_test"))
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The labkit checkout that holds data/, models/ and report/ (set LABKIT_HOME to choose).
+
+    Found by walking up from `start` (default: the working directory), so notebooks work from
+    the repository root and from notebooks/ alike; elsewhere (a pip install) it is `start`.
+    """
+    if os.environ.get("LABKIT_HOME"):
+        return Path(os.environ["LABKIT_HOME"]).resolve()
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "labkit" / "data.py").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return start
+
+
+def lab(dataset: str = "demo", root: Path | str | None = None) -> Lab:
+    """The lab's files: "demo" (data/demo, models/demo, built offline) or "lab" (the course's)."""
+    root = Path(root) if root is not None else project_root()
+    if dataset == "demo":
+        return Lab("demo", root / "data" / "demo", root / "models" / "demo" / "bd_net.h5", DEMO_HINT)
+    if dataset == "lab":
+        return Lab("lab", root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
+    raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
+
+
+def require(split: Split, kind: str, what: str) -> Split:
+    """Refuse a split of the wrong kind: the defense sees validation data, evaluation test data."""
+    if not isinstance(split, Split):
+        raise LabError(f"{what} takes a labkit Split (e.g. lab.valid), got {type(split).__name__}")
+    if split.kind != kind:
+        raise LabError(f"{split.path}: {what} uses {kind} data only, but this is a {split.kind} "
+                       f"split; pass the lab's {'valid/bd_valid' if kind == 'validation' else 'test/bd_test'}")
+    return split
+
+
+def write_split(path: Path | str, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write images (N, 55, 47, 3) and labels as a lab file (channels-first float32, like the course's)."""
+    from .files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        # no timestamps, so the same images give byte-identical files
+        f.create_dataset("data", data=np.asarray(images, np.float32).transpose(0, 3, 1, 2),
+                         track_times=False)
+        f.create_dataset("label", data=np.asarray(labels, np.float64), track_times=False)
+    return path

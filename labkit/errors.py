@@ -1,0 +1,11 @@
+"""The one error type labkit raises for bad input: a single line a student can act on."""
+
+
+class LabError(Exception):
+    """Bad input: the message names the file or value, what is wrong and what to do."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages)."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__

@@ -1,0 +1,87 @@
+"""Clean accuracy and attack success rate, in percentage points, computed in one pass per file.
+
+Attack success rate is the accuracy on a poisoned file, whose labels are the attacker's target.
+Shown in 01_evaluate.ipynb.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import BATCH, Split
+from .errors import LabError
+
+NEAR_CHANCE = 10.0  # clean accuracy (percentage points) below which the scaling is suspect
+
+
+def predict(net, split: Split, batch_size: int = BATCH, progress: bool = False):
+    """Predicted classes and true labels of every image of `split`, read batch by batch.
+
+    `net` is anything with `predict(images)` and `num_classes` (a Net, a GoodNet).
+    """
+    from tqdm.auto import tqdm
+
+    n = len(split)
+    preds, labels = [], []
+    with tqdm(total=n, desc=f"{net.name} on {split.name}", unit="img", disable=not progress,
+              leave=False) as bar:
+        for x, y in split.batches(batch_size):
+            check_labels(split, y, net.num_classes)
+            preds.append(net.predict(x))
+            labels.append(y)
+            bar.update(len(y))
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def check_labels(split: Split, labels: np.ndarray, num_classes: int) -> None:
+    """Refuse labels outside the model's classes 0..num_classes-1."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise LabError(f"{split.path}: label {labels[bad][0]} is outside the model's "
+                       f"{num_classes} classes (0..{num_classes - 1}); is this data for this model?")
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Share of predictions equal to the labels, in percentage points."""
+    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+def clean_accuracy(net, split: Split, progress: bool = False) -> float:
+    """Accuracy on a clean file, percentage points."""
+    return accuracy(*predict(net, split, progress=progress))
+
+
+def attack_success_rate(net, split: Split, progress: bool = False) -> float:
+    """Share of poisoned images classified as the attacker's target, percentage points."""
+    return accuracy(*predict(net, split, progress=progress))
+
+
+def evaluate(net, clean: Split, poisoned: Split, progress: bool = False) -> dict:
+    """Clean accuracy and attack success rate of `net`, as the course's eval script reports them."""
+    result = {
+        "model": str(getattr(net, "path", None) or net.name),
+        "clean_data": str(clean.path),
+        "poisoned_data": str(poisoned.path),
+        "clean_accuracy": clean_accuracy(net, clean, progress),
+        "attack_success_rate": attack_success_rate(net, poisoned, progress),
+        "input_scale": getattr(net, "scale", None),
+    }
+    warning = scaling_warning(net, result["clean_accuracy"])
+    if warning:
+        result["warning"] = warning
+    return result
+
+
+def scaling_warning(net, clean_acc: float) -> str | None:
+    """A hint when clean accuracy is so low that the model probably expects other pixel scaling."""
+    if clean_acc >= NEAR_CHANCE or not hasattr(net, "scale"):
+        return None
+    other = "pixels / 255 (--scale 1/255)" if net.scale == 1 else "raw pixels 0..255 (--scale 1)"
+    return (f"clean accuracy {clean_acc:.2f} % is near chance: {net.name} probably expects "
+            f"other input scaling; it got {'raw pixels' if net.scale == 1 else 'pixels / 255'} "
+            f"({net.scale_source}); try {other}")
+
+
+def report_lines(result: dict) -> list[str]:
+    """The two lines the course's evaluation script prints."""
+    return [f"Clean Classification accuracy: {result['clean_accuracy']:.2f} %",
+            f"Attack Success Rate: {result['attack_success_rate']:.2f} %"]
