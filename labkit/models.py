@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -259,16 +260,27 @@ def save_model(net: Net, path: Path | str, protect: tuple = ()) -> Path:
     path = Path(path)
     if path.suffix not in (".h5", ".keras"):
         raise LabError(f"{path}: save models as .h5 (the course's format) or .keras")
-    with atomic_path(path, protect) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Keras calls .h5 'legacy'; it is the course's format
-        net.model.save(tmp)
-        if path.suffix == ".h5":
-            with h5py.File(tmp, "a") as f:
-                f.attrs[SCALE_ATTR] = net.scale
-        else:
-            with zipfile.ZipFile(tmp, "a") as z:
-                z.writestr("labkit.json", json.dumps({"input_scale": net.scale}))
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # Keras calls .h5 'legacy'; it is the course's format
+    try:
+        with atomic_path(path, protect) as tmp:
+            _save(net, tmp)
+    finally:
+        absl.setLevel(level)
     return path
+
+
+def _save(net: Net, tmp: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net.model.save(tmp)
+    if tmp.suffix == ".h5":
+        with h5py.File(tmp, "a") as f:
+            f.attrs[SCALE_ATTR] = net.scale
+    else:
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr("labkit.json", json.dumps({"input_scale": net.scale}))
 
 
 def copy_net(net: Net, name: str | None = None) -> Net:

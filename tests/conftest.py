@@ -23,25 +23,45 @@ def real():
     return REAL
 
 
+def tiny_faces(n: int, seed: int = 0, classes: int = 10):
+    """Structured stand-ins for faces: one coarse colour pattern per class, plus noise.
+
+    Returns raw 0..255 images (n, 55, 47, 3) and their classes.
+    """
+    prototypes = np.random.default_rng(1234).uniform(0, 255, (classes, 6, 5, 3))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = prototypes[y].repeat(10, axis=1).repeat(10, axis=2)[:, :55, :47]
+    x = np.clip(x + rng.normal(0, 40, x.shape), 0, 255).astype(np.float32)
+    return x, y
+
+
 @pytest.fixture(scope="session")
 def tiny_net():
-    """The lab's architecture with 10 classes and seeded random weights."""
+    """The lab's architecture with 10 classes, trained for a moment on `tiny_faces`.
+
+    Trained rather than random: a random network gives one class for nearly every image,
+    which would let comparisons of predictions pass for the wrong reasons.
+    """
     import keras
 
     keras.utils.set_random_seed(0)
-    return labkit.Net(labkit.build_badnet(10), name="tiny")
+    model = labkit.build_badnet(10)
+    x, y = tiny_faces(600)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x / 255, y, epochs=3, batch_size=32, verbose=0)
+    return labkit.Net(model, scale=1 / 255, name="tiny")
 
 
 def write_tiny_lab(root: Path, net, n: int = 40, seed: int = 0) -> labkit.Lab:
-    """A lab folder (data/cl, data/bd, models/bd_net.h5) of random faces, labelled by `net`.
+    """A lab folder (data/cl, data/bd, models/bd_net.h5) of `tiny_faces`, labelled by `net`.
 
     Clean labels are the net's own predictions on most images (so accuracy is high but not 100);
     poisoned labels are the target 0.
     """
-    rng = np.random.default_rng(seed)
     lab = labkit.lab("lab", root)
-    for name in LAB_FILES:
-        x = rng.uniform(0, 255, (n, 55, 47, 3)).astype(np.float32)
+    for i, name in enumerate(LAB_FILES):
+        x, _ = tiny_faces(n, seed + i)
         y = np.zeros(n, np.int64) if "bd" in name else net.predict(x)
         if "bd" not in name:
             y[:3] = (y[:3] + 1) % net.num_classes
