@@ -153,9 +153,20 @@ class Lab:
     """
 
     name: str
+    root: Path  # the project folder holding data/, models/ and report/
     data_dir: Path
     badnet_path: Path
     hint: str
+
+    @property
+    def repaired_dir(self) -> Path:
+        """Where the repaired networks B' and GoodNets of this lab are saved."""
+        return self.badnet_path.parent / "repaired"
+
+    @property
+    def report_dir(self) -> Path:
+        """Where the notebooks write figures, tables and report.md for this lab."""
+        return self.root / "report" / self.name
 
     def split(self, name: str) -> Split:
         if name not in LAB_FILES:
@@ -189,9 +200,10 @@ def lab(dataset: str = "demo", root: Path | str | None = None) -> Lab:
     """The lab's files: "demo" (data/demo, models/demo, built offline) or "lab" (the course's)."""
     root = Path(root) if root is not None else project_root()
     if dataset == "demo":
-        return Lab("demo", root / "data" / "demo", root / "models" / "demo" / "bd_net.h5", DEMO_HINT)
+        return Lab("demo", root, root / "data" / "demo", root / "models" / "demo" / "bd_net.h5",
+                   DEMO_HINT)
     if dataset == "lab":
-        return Lab("lab", root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
+        return Lab("lab", root, root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
     raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
 
 

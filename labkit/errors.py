@@ -4,6 +4,10 @@
 class LabError(Exception):
     """Bad input: the message names the file or value, what is wrong and what to do."""
 
+    def _render_traceback_(self):
+        """In Jupyter, show the one-line message instead of a page of traceback."""
+        return [f"LabError: {self}"]
+
 
 def one_line(err: BaseException) -> str:
     """The first line of an exception's message (library errors can run to pages)."""
