@@ -73,3 +73,14 @@ def write_tiny_lab(root: Path, net, n: int = 40, seed: int = 0) -> labkit.Lab:
 @pytest.fixture
 def tiny_lab(tmp_path, tiny_net):
     return write_tiny_lab(tmp_path, tiny_net)
+
+
+@pytest.fixture(scope="session")
+def demo_lab():
+    """The project's own demo lab (data/demo, models/demo), built once if it is not there yet.
+
+    The notebooks use the same one, so a fresh checkout builds it once for the whole run.
+    """
+    from labkit import demo
+
+    return demo.build_demo(ROOT, progress=False)
