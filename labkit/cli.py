@@ -60,7 +60,196 @@ def _eval(args) -> int:
     return 0
 
 
-COMMANDS = [_add_eval]
+def _add_run_all(sub) -> None:
+    p = sub.add_parser("run-all", help="run every notebook and write the report (PDF, HTML)",
+                       description="Run notebooks 01..04 top to bottom and write the executed "
+                                   "notebooks, their HTML pages and report.pdf to report/DATASET/.")
+    p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
+                   help="demo: the offline demo lab (built first if needed); lab: the course's "
+                        "files in data/ and models/ (default: demo)")
+    p.set_defaults(run=_run_all)
+
+
+def _run_all(args) -> int:
+    from .report import run_all
+
+    out = run_all(args.dataset)
+    try:
+        out = out.relative_to(os.getcwd())
+    except ValueError:
+        pass
+    pdf = out / "report.pdf"
+    print(f"The report is in {out}/" + (f": open {pdf}" if pdf.is_file() else
+                                         " (the notebooks wrote no report.md, so no PDF)"))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="build the offline demo lab (synthetic faces and a BadNet)",
+                       description="Draw the demo faces, train the demo BadNet and write "
+                                   "data/demo/ and models/demo/bd_net.h5; files already built "
+                                   "with the same seed are reused.")
+    p.add_argument("--seed", type=int, default=0, help="seed of faces and training (default: 0)")
+    p.add_argument("--force", action="store_true", help="rebuild everything, even files already built")
+    p.add_argument("--root", default=None, help="project folder to write data/ and models/ in "
+                                                "(default: this labkit checkout)")
+    p.set_defaults(run=_demo)
+
+
+def _demo(args) -> int:
+    from .demo import build_demo
+
+    build_demo(args.root, seed=args.seed, force=args.force)
+    return 0
+
+
+def _add_prune(sub) -> None:
+    from .prune import RULE
+
+    p = sub.add_parser("prune", help="prune the BadNet's conv_3 channels and save repaired B'",
+                       description=f"Prune conv_3 channels least active first and save B' for "
+                                   f"each drop X: {RULE}.")
+    p.add_argument("model", metavar="MODEL",
+                   help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
+    p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
+    p.add_argument("--poisoned", metavar="BD_VALID_H5",
+                   help="poisoned validation data, for the attack success rate column")
+    p.add_argument("--drops", metavar="X", nargs="+", default=[2, 4, 10],
+                   help="validation accuracy drops in percentage points (default: 2 4 10)")
+    p.add_argument("--order", choices=("increasing", "decreasing", "random"), default="increasing",
+                   help="pruning order by mean activation: increasing is the method, the "
+                        "others are ablations (default: increasing)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for repaired_X.h5, repaired_X.json and sweep.csv "
+                        "(default: 'repaired' beside MODEL)")
+    add_model_options(p)
+    p.set_defaults(run=_prune)
+
+
+def _prune(args) -> int:
+    import warnings
+    from pathlib import Path
+
+    from .data import Split
+    from .models import load_model
+    from .prune import RULE, check_drops, masking_problem, repair, save_repaired, sweep
+
+    check_drops(args.drops)  # before the sweep, not after it
+    net = load_model(args.model, scale=args.scale, trust=args.trust)
+    valid = Split(args.valid, description="clean validation file given")
+    bd_valid = (Split(args.poisoned, poisoned=True, description="poisoned validation file given")
+                if args.poisoned else None)
+    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = sweep(net, valid, bd_valid, order=args.order, progress=True)
+    if not result.exact_masking:
+        print(f"labkit: note: {masking_problem(net)}; each pruned network was run (exact, slow)",
+              file=sys.stderr)
+    table = result.to_csv(out / "sweep.csv", protect=inputs)
+    print(f"Rule: {RULE}.")
+    first = result.table.iloc[0]
+    asr = (f", attack success rate {first['valid_attack_success_rate']:.2f} %"
+           if "valid_attack_success_rate" in first else "")
+    print(f"B: validation accuracy {first['valid_accuracy']:.2f} %{asr}; {result.steps} channels "
+          f"in {args.order} order of mean activation")
+    for repaired in repair(result, args.drops).values():
+        print(repaired)
+        model_file, json_file = save_repaired(repaired, out, source=args.model, protect=inputs)
+        print(f"  wrote {model_file} and {json_file.name}")
+    print(f"Sweep table: {table}")
+    return 0
+
+
+def _add_goodnet(sub) -> None:
+    p = sub.add_parser("goodnet", help="GoodNet G(B, B') on lab files or face images",
+                       description="G outputs the class B and B' agree on, or N (B's number of "
+                                   "classes) meaning 'backdoored'. For an HDF5 file, print its "
+                                   "accuracy and the share G flags; for a 55x47 PNG/JPEG face, "
+                                   "print its class in 0..N.")
+    p.add_argument("badnet", metavar="BADNET", help="the BadNet B")
+    p.add_argument("repaired", metavar="REPAIRED", help="the repaired B', e.g. repaired_4.h5")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="lab .h5 data files or 55x47 (height x width) PNG/JPEG face images")
+    add_model_options(p)
+    p.set_defaults(run=_goodnet)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _goodnet(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data import Split
+    from .goodnet import GoodNet
+    from .metrics import accuracy, predict
+    from .models import load_model
+
+    paths = [Path(p) for p in args.inputs]
+    for path in paths:
+        if path.suffix.lower() not in (".h5", ".hdf5", *IMAGE_SUFFIXES):
+            raise LabError(f"{path}: give lab .h5 data files or PNG/JPEG face images")
+    goodnet = GoodNet(load_model(args.badnet, scale=args.scale, trust=args.trust),
+                      load_model(args.repaired, scale=args.scale, trust=args.trust))
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+    for path in paths:
+        if path not in images:
+            split = Split(path, kind="test", description="data file given")
+            preds, labels = predict(goodnet, split, progress=True)
+            flagged = 100.0 * float((preds == goodnet.backdoor_class).mean())
+            print(f"{path}: Classification accuracy: {accuracy(preds, labels):.2f} %; "
+                  f"flagged as backdoored: {flagged:.2f} %")
+    if images:
+        for path, cls in zip(images, goodnet.predict(np.stack([read_face(p) for p in images]))):
+            print(f"{path}: {cls}" + (" (backdoored)" if cls == goodnet.backdoor_class else ""))
+    return 0
+
+
+def read_face(path):
+    """A PNG/JPEG face as float32 RGB pixels 0..255, shape (55, 47, 3)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from .data import IMAGE_SHAPE
+
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), np.float32)
+    except (OSError, UnidentifiedImageError) as err:
+        raise LabError(f"{path}: cannot be read as an image ({err})") from None
+    if pixels.shape != IMAGE_SHAPE:
+        raise LabError(f"{path}: the image is {pixels.shape[1]}x{pixels.shape[0]} pixels "
+                       f"(width x height); GoodNet takes the lab's 47x55 faces")
+    return pixels
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop",
+                       description="Write random images at the lab's size to temporary HDF5 "
+                                   "files, run the fast sweep and a few steps of the loop "
+                                   "students write, and report times, memory and agreement "
+                                   "as JSON.")
+    p.add_argument("--small", action="store_true", help="10x fewer images, for a quick run")
+    p.add_argument("--out", metavar="FILE.json", default=None, help="also write the JSON here")
+    p.set_defaults(run=_bench)
+
+
+def _bench(args) -> int:
+    from .bench import run
+    from .files import write_json
+
+    result = run(small=args.small, progress=True)
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench]
 
 
 def parser() -> argparse.ArgumentParser:
