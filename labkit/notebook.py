@@ -1,0 +1,62 @@
+"""What every notebook does right after its parameters: check them, find or build the lab.
+
+A notebook's `parameters` cell holds literals only (papermill replaces them); the next cell calls
+`start(...)`, which stops with a one-line LabError on a bad value. Used by every notebook.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import data
+from .errors import LabError
+
+DRIVE_FOLDER = Path("/content/drive/MyDrive/labkit")  # where Colab users keep the course's files
+COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
+                "data/bd/bd_test.h5", "models/bd_net.h5")
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def start(dataset: str, drop: float | None = None) -> data.Lab:
+    """Check the parameters and return the lab; the demo lab is built here if it is missing."""
+    lab = data.lab(dataset)
+    if drop is not None:
+        check_drop(drop)
+    if dataset == "lab" and in_colab():
+        link_drive(lab)
+    if dataset == "demo":
+        from .demo import build_demo
+
+        build_demo(root=lab.root)
+    lab.report_dir.mkdir(parents=True, exist_ok=True)
+    print(f"dataset={dataset!r}: data in {lab.data_dir}, BadNet {lab.badnet_path}")
+    return lab
+
+
+def check_drop(drop) -> float:
+    """`drop`: the allowed fall in validation accuracy, percentage points, above 0 and below 100."""
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 < drop < 100:
+        raise LabError(f"drop={drop!r}: give the allowed fall in validation accuracy in "
+                       "percentage points, a number above 0 and below 100 (e.g. 4)")
+    return float(drop)
+
+
+def link_drive(lab: data.Lab, folder: Path = DRIVE_FOLDER) -> None:
+    """In Colab: mount Google Drive and use the course's files kept in MyDrive/labkit/.
+
+    Put data/cl/*.h5, data/bd/*.h5 and models/bd_net.h5 there, as in the repository.
+    """
+    from google.colab import drive  # only exists in Colab
+
+    drive.mount("/content/drive")
+    for rel in COURSE_FILES:
+        source, target = folder / rel, lab.root / rel
+        if source.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+            print(f"using {source}")
+        elif not target.exists():
+            print(f"not found: {source} (put the course's {Path(rel).name} there)")

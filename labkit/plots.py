@@ -1,0 +1,167 @@
+"""The lab's figures: faces with verdicts, where the backdoor lives, and the pruning curves.
+
+Every function returns a matplotlib Figure; `save` writes it as PNG into the report folder.
+Shown in every notebook.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+COLORS = {"accuracy": "#1f77b4", "attack": "#d62728", "goodnet accuracy": "#2ca02c",
+          "goodnet attack": "#ff7f0e"}
+ORDER_STYLES = {"increasing": "-", "decreasing": "--", "random": ":"}
+
+
+def save(fig, folder: Path, name: str) -> Path:
+    """Write `fig` as `<folder>/<name>.png` and return the path."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    return path
+
+
+def faces(images, titles=(), colors=(), ncols: int = 8, title: str | None = None):
+    """A grid of raw 0..255 faces, each with an optional caption (and caption colour)."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 2.0 * nrows), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(np.clip(images[i], 0, 255).astype(np.uint8))
+            if i < len(titles):
+                ax.set_title(titles[i], fontsize=8,
+                             color=colors[i] if i < len(colors) else "black")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def spread(split, count: int) -> np.ndarray:
+    """`count` image indices spread evenly over a file (so samples show different people)."""
+    return np.linspace(0, len(split) - 1, count).astype(np.int64)
+
+
+def activations(clean: np.ndarray, poisoned: np.ndarray, order: np.ndarray):
+    """Mean `pool_3` activation per channel on clean and poisoned faces, in pruning order.
+
+    Channels that clean faces leave dormant (left) but poisoned faces wake up hold the backdoor.
+    """
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    x = np.arange(len(order))
+    ax.bar(x - 0.2, clean[order], 0.4, label="clean faces", color=COLORS["accuracy"])
+    ax.bar(x + 0.2, poisoned[order], 0.4, label="faces with sunglasses", color=COLORS["attack"])
+    ax.set_xticks(x, [str(c) for c in order], fontsize=6, rotation=90)
+    ax.set_xlabel("pool_3 channel, in pruning order (lowest mean activation on clean data first)")
+    ax.set_ylabel("mean activation")
+    ax.legend(frameon=False)
+    ax.margins(x=0.01)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_curves(table, repaired=(), k: int | None = None, data: str = "valid"):
+    """Accuracy and attack success rate against the share of conv_3 channels pruned.
+
+    `data` is "valid" (what the defender sees) or "test" (adds GoodNet's curves). The
+    thresholds of `repaired` (B' models) are marked; `k` puts a marker on one step.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    x = 100 * table["fraction_pruned"]
+    lines = {"valid": [("valid_accuracy", "clean accuracy (validation)", "accuracy", "-"),
+                       ("valid_attack_success_rate", "attack success rate (validation)", "attack", "-")],
+             "test": [("test_accuracy", "B_k clean accuracy (test)", "accuracy", "-"),
+                      ("test_attack_success_rate", "B_k attack success rate (test)", "attack", "-"),
+                      ("goodnet_accuracy", "GoodNet G(B, B_k) clean accuracy (test)", "goodnet accuracy", "--"),
+                      ("goodnet_attack_success_rate", "GoodNet G(B, B_k) attack success rate (test)",
+                       "goodnet attack", "--")]}[data]
+    for column, label, color, style in lines:
+        if column in table:
+            ax.plot(x, table[column], style, color=COLORS[color], label=label,
+                    lw=1.2 if style == "--" else 2.2)
+    for r in repaired:
+        xr = 100 * r.step / (len(table) - 1)
+        ax.axvline(xr, color="grey", lw=0.8, ls=":")
+        ax.text(xr, 3, f"B' X={r.drop:g} ({r.step} ch.) ", rotation=90, fontsize=7,
+                color="dimgrey", ha="right", va="bottom")
+    if k is not None:
+        for column, _, color, style in lines[:2]:
+            if column in table:
+                ax.plot(x[k], table[column][k], "o", color=COLORS[color], ms=7)
+        ax.axvline(x[k], color="black", lw=1)
+    ax.set_xlabel("conv_3 channels pruned (% of 60)")
+    ax.set_ylabel("percent")
+    ax.set_ylim(-2, 102)
+    ax.set_xlim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", fontsize=8, frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def order_ablation(sweeps: dict):
+    """Validation accuracy and attack success rate for each pruning order (the ablation)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for name, s in sweeps.items():
+        x = 100 * s.table["fraction_pruned"]
+        axes[0].plot(x, s.table["valid_accuracy"], ORDER_STYLES.get(name, "-"), label=name)
+        axes[1].plot(x, s.table["valid_attack_success_rate"], ORDER_STYLES.get(name, "-"), label=name)
+    for ax, what in zip(axes, ("clean accuracy (validation)", "attack success rate (validation)")):
+        ax.set_title(what, fontsize=10)
+        ax.set_xlabel("conv_3 channels pruned (% of 60)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("percent")
+    axes[0].legend(title="pruning order", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def png(fig) -> bytes:
+    """A figure as PNG bytes (and closed, so notebooks don't show it twice)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def explorer(sweep, repaired, start: int = 0, count: int = 8):
+    """A slider over the number of pruned channels: the curves' marker, the metrics and the
+    predictions on sample faces follow it at once (the sweep holds every step's predictions).
+
+    Built from Image and HTML widgets that the slider updates, not from `interact`'s Output
+    widget, whose capture can hang headless runs (papermill, nbval). Shown in 02_prune.ipynb.
+    """
+    import ipywidgets as widgets
+
+    sample = spread(sweep.splits["valid"], count)
+    clean_x, clean_y = sweep.splits["valid"].images(sample)
+    bd_x, bd_y = sweep.splits["bd_valid"].images(sample)
+    slider = widgets.IntSlider(value=start, min=0, max=sweep.steps, description="pruned",
+                               continuous_update=False)
+    numbers, curves, verdicts = widgets.HTML(), widgets.Image(format="png"), widgets.Image(format="png")
+
+    def show(k):
+        row = sweep.table.iloc[k]
+        numbers.value = (f"<b>{k} of {sweep.steps} channels pruned</b>: validation accuracy "
+                         f"{row.valid_accuracy:.2f} %, attack success rate "
+                         f"{row.valid_attack_success_rate:.2f} %")
+        curves.value = png(sweep_curves(sweep.table, repaired, k=k))
+        clean_pred = sweep.predictions("valid", k)[sample]
+        bd_pred = sweep.predictions("bd_valid", k)[sample]
+        verdicts.value = png(faces(
+            np.concatenate([clean_x, bd_x]),
+            [f"{y} → {p}" for y, p in zip(np.r_[clean_y, bd_y], np.r_[clean_pred, bd_pred])],
+            ["green" if p == y else "grey" for p, y in zip(clean_pred, clean_y)]
+            + ["red" if p == y else "green" for p, y in zip(bd_pred, bd_y)],
+            title=f"B with {k} channels pruned: label → prediction (bottom row: sunglasses; "
+                  "red = the attack still works)"))
+
+    slider.observe(lambda change: show(change["new"]), names="value")
+    show(start)
+    return widgets.VBox([slider, numbers, curves, verdicts])

@@ -1,0 +1,129 @@
+"""The notebooks: committed clean, parameterised for papermill, and runnable on the lab's files.
+
+nbval runs every notebook on the demo (see pyproject.toml); these tests add papermill runs.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+import labkit
+from labkit.data import LAB_FILES, write_split
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PAPERMILL = [sys.executable, "-m", "papermill", "--kernel", "python3", "--no-progress-bar"]
+
+
+def test_every_notebook_of_the_lab_is_there():
+    assert [p.name for p in NOTEBOOKS] == ["01_evaluate.ipynb", "02_prune.ipynb", "03_goodnet.ipynb",
+                                           "04_analysis.ipynb", "index.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_start_the_same_way(path):
+    cells = nbformat.read(path, as_version=4).cells
+    title, setup, params, check = cells[:4]
+    assert title.source.startswith("# ") and "colab.research.google.com" in title.source
+    assert f"notebooks/{path.name}" in title.source
+    assert '"google.colab" in sys.modules' in setup.source and "%pip install" in setup.source
+    assert params.metadata.get("tags") == ["parameters"]
+    for line in params.source.splitlines():  # literals with type hints and comments only
+        assert ": " in line.split("=")[0] and "#" in line, line
+    assert 'dataset: str = "demo"' in params.source
+    assert "notebook.start(dataset" in check.source
+
+
+def papermill(src, out, cwd, *params, env=None):
+    args = [a for name, value in params for a in ("-p", name, str(value))]
+    proc = subprocess.run([*PAPERMILL, str(src), str(out), *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.mark.parametrize("where", ["root", "notebooks"])
+def test_02_prune_with_drop_4_from_either_folder(demo_lab, tmp_path, where):
+    saved = demo_lab.repaired_dir / "repaired_4.h5"
+    saved.unlink(missing_ok=True)
+    if where == "root":
+        papermill("notebooks/02_prune.ipynb", tmp_path / "out.ipynb", ROOT, ("drop", 4))
+    else:
+        papermill("02_prune.ipynb", tmp_path / "out.ipynb", ROOT / "notebooks", ("drop", 4))
+    info = json.loads(saved.with_suffix(".json").read_text())
+    assert info["drop"] == 4 and info["valid_accuracy"] <= info["valid_accuracy_badnet"] - 4
+    repaired = labkit.load_model(saved)
+    kernel, bias = repaired.model.get_layer("conv_3").get_weights()
+    zeroed = np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
+    assert set(info["pruned_channels"]) <= set(zeroed) and len(info["pruned_channels"]) == info["step"]
+
+
+def test_bad_parameter_stops_with_one_clear_line(demo_lab, tmp_path):
+    proc = subprocess.run([*PAPERMILL, "02_prune.ipynb", str(tmp_path / "out.ipynb"), "-p", "drop", "150"],
+                          cwd=ROOT / "notebooks", capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "drop=150: give the allowed fall in validation accuracy" in proc.stderr
+    assert not (demo_lab.repaired_dir / "repaired_150.h5").exists()
+
+
+def write_course_files(root: Path, net, n: int = 60):
+    """Small files in the course's layout: data/cl, data/bd (channels-first) and models/bd_net.h5.
+
+    Labels are the net's own predictions, so the net is a perfect "BadNet" on them: what the
+    notebooks check is that the real-data path runs end to end.
+    """
+    from conftest import tiny_faces
+
+    lab = labkit.lab("lab", root)
+    for i, name in enumerate(LAB_FILES):
+        x, _ = tiny_faces(n, seed=10 + i)
+        write_split(lab.split(name).path, x, net.predict(x))
+    labkit.save_model(net, lab.badnet_path)
+    (root / "notebooks").symlink_to(ROOT / "notebooks")
+    return lab
+
+
+def run_all_on_lab(root):
+    from labkit.report import run_all
+
+    out = run_all("lab", root=root, progress=False)
+    names = {p.name for p in out.iterdir()}
+    for nb in ("01_evaluate", "02_prune", "03_goodnet", "04_analysis"):
+        assert {f"{nb}.ipynb", f"{nb}.html"} <= names
+    assert {"report.md", "report.pdf", "04_results.csv", "02_sweep.png"} <= names
+    with h5py_file(root / "data" / "cl" / "valid.h5") as f:
+        assert f["data"].shape[1] == 3  # the course's channels-first files were read as they are
+    return out
+
+
+def h5py_file(path):
+    import h5py
+
+    return h5py.File(path, "r")
+
+
+def test_real_data_path_end_to_end(tiny_net, tmp_path):
+    write_course_files(tmp_path, tiny_net)
+    out = run_all_on_lab(tmp_path)
+    assert (tmp_path / "models" / "repaired" / "repaired_4.h5").is_file()
+    assert "the course's data files" in (out / "report.md").read_text()
+
+
+def test_real_data_path_with_the_lab3_weights(real, tmp_path):
+    write_course_files(tmp_path, labkit.load_model(real / "lab3_bd_weights.h5"), n=120)
+    papermill(ROOT / "notebooks" / "02_prune.ipynb", tmp_path / "out.ipynb", tmp_path / "notebooks",
+              ("dataset", "lab"), ("drop", 4), env={"LABKIT_HOME": str(tmp_path)})
+    info = json.loads((tmp_path / "models" / "repaired" / "repaired_4.json").read_text())
+    assert info["source_sha256"] == labkit.models.file_sha256(tmp_path / "models" / "bd_net.h5")
