@@ -1,7 +1,9 @@
 """labkit: the backdoor-defense lab (BadNet, pruning, GoodNet) as a small library.
 
 The notebooks in notebooks/ call these functions; each module is one idea of the lab:
-`data` (the HDF5 files), `models` (the network), `metrics` (accuracy, attack success rate).
+`data` (the HDF5 files), `models` (the network), `metrics` (accuracy, attack success rate),
+`prune` (the defense), `goodnet`, `analysis` (the write-up), `plots`, `demo` and `faces` (the
+offline demo lab), `notebook` (what every notebook does first), `report` (`labkit run-all`).
 """
 import os
 
