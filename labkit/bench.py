@@ -17,12 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .data import CHANNELS_FIRST, Split, project_root
+from .data import CHANNELS_FIRST, LAB_FILES, Split, project_root
 from .models import Net, build_badnet, load_model
 from .prune import CONV, prune, sweep
 
 LAB_SIZES = {"valid": 11547, "test": 12830, "bd_test": 12830}  # images in the real lab's files
-KINDS = {"valid": "validation", "test": "test", "bd_test": "test"}
 NAIVE_STEPS = 5  # naive steps timed; a step costs the same whatever k is
 CHUNK = 1024  # images written at once
 
@@ -51,7 +50,7 @@ def write_random_split(path: Path, n: int, num_classes: int, poisoned: bool, see
             data[start:start + m] = rng.integers(0, 256, (m, *CHANNELS_FIRST)).astype(np.float32)
         labels = np.zeros(n) if poisoned else rng.integers(0, num_classes, n)
         f.create_dataset("label", data=labels.astype(np.float64))
-    return Split(path, KINDS[path.stem], poisoned)
+    return Split(path, LAB_FILES[path.stem][1], poisoned)  # the kind of the lab file of that name
 
 
 def peak_rss_mb() -> float:

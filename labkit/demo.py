@@ -104,13 +104,13 @@ def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = Fals
     manifest = demo.data_dir / MANIFEST
     paths = {name: demo.split(name).path for name in LAB_FILES}
     paths["bd_net"] = demo.badnet_path
-    same = not force and built_with(demo) == wanted
+    old = built_with(demo)
+    same = not force and old == wanted
     missing = {name: p for name, p in paths.items() if not (same and p.is_file())}
     if not missing:
         say(f"demo lab already built in {demo.data_dir} and {demo.badnet_path.parent} "
             f"(seed {seed}): reusing it; `labkit demo --force` rebuilds it")
         return demo
-    old = built_with(demo)
     if not force and old and old != wanted:
         say(f"the demo lab in {demo.data_dir} was built with other settings ({old}): rebuilding it")
     elif len(missing) < len(paths):
