@@ -26,6 +26,13 @@ COURSE_HINT = ("download it from the course's shared drive folder (see the READM
                "'Using the course's data') and put it in {folder}/")
 DEMO_HINT = "build the demo lab with `labkit demo`"
 
+# the demo's BadNets, by name -> file in models/demo/ (the course's lab has one: "course")
+DEMO_BADNETS = {
+    "course": "bd_net.h5",  # like the course's BadNet: pruning cuts clean accuracy before the attack
+    "baseline": "baseline_bd_net.h5",  # backdoor in channels clean faces leave dormant: pruning works
+    "prune_aware": "prune_aware_bd_net.h5",  # the pruning-aware attack: the backdoor survives pruning
+}
+
 # split name -> (path below the data folder, kind, poisoned, what it is)
 LAB_FILES = {
     "valid": ("cl/valid.h5", "validation", False, "clean validation set"),
@@ -157,16 +164,19 @@ class Lab:
     data_dir: Path
     badnet_path: Path
     hint: str
+    badnet: str = "course"  # which BadNet: "course", or on the demo "baseline" / "prune_aware"
 
     @property
     def repaired_dir(self) -> Path:
-        """Where the repaired networks B' and GoodNets of this lab are saved."""
-        return self.badnet_path.parent / "repaired"
+        """Where the repaired networks B' and GoodNets of this lab's BadNet are saved."""
+        folder = self.badnet_path.parent / "repaired"
+        return folder if self.badnet == "course" else folder / self.badnet
 
     @property
     def report_dir(self) -> Path:
-        """Where the notebooks write figures, tables and report.md for this lab."""
-        return self.root / "report" / self.name
+        """Where the notebooks write figures, tables and report.md for this lab and BadNet."""
+        folder = self.root / "report" / self.name
+        return folder if self.badnet == "course" else folder / self.badnet
 
     def split(self, name: str) -> Split:
         if name not in LAB_FILES:
@@ -196,15 +206,21 @@ def project_root(start: Path | None = None) -> Path:
     return start
 
 
-def lab(dataset: str = "demo", root: Path | str | None = None) -> Lab:
-    """The lab's files: "demo" (data/demo, models/demo, built offline) or "lab" (the course's)."""
+def lab(dataset: str = "demo", root: Path | str | None = None, badnet: str = "course") -> Lab:
+    """The lab's files: "demo" (data/demo, models/demo, built offline) or "lab" (the course's).
+
+    `badnet` picks the BadNet: the demo has three (DEMO_BADNETS), the course's lab one ("course").
+    """
     root = Path(root) if root is not None else project_root()
+    if dataset not in ("demo", "lab"):
+        raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
+    names = DEMO_BADNETS if dataset == "demo" else {"course": "bd_net.h5"}
+    if badnet not in names:
+        raise LabError(f"badnet {badnet!r}: the {dataset} lab has {', '.join(map(repr, names))}")
     if dataset == "demo":
-        return Lab("demo", root, root / "data" / "demo", root / "models" / "demo" / "bd_net.h5",
-                   DEMO_HINT)
-    if dataset == "lab":
-        return Lab("lab", root, root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
-    raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
+        return Lab("demo", root, root / "data" / "demo", root / "models" / "demo" / names[badnet],
+                   DEMO_HINT, badnet)
+    return Lab("lab", root, root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
 
 
 def require(split: Split, kind: str, what: str) -> Split:

@@ -20,9 +20,9 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def start(dataset: str, drop: float | None = None) -> data.Lab:
+def start(dataset: str, drop: float | None = None, badnet: str = "course") -> data.Lab:
     """Check the parameters and return the lab; the demo lab is built here if it is missing."""
-    lab = data.lab(dataset)
+    lab = data.lab(dataset, badnet=badnet)
     if drop is not None:
         check_drop(drop)
     if dataset == "lab" and in_colab():
@@ -32,7 +32,7 @@ def start(dataset: str, drop: float | None = None) -> data.Lab:
 
         build_demo(root=lab.root)
     lab.report_dir.mkdir(parents=True, exist_ok=True)
-    print(f"dataset={dataset!r}: data in {lab.data_dir}, BadNet {lab.badnet_path}")
+    print(f"dataset={dataset!r}, badnet={badnet!r}: data in {lab.data_dir}, BadNet {lab.badnet_path}")
     return lab
 
 
