@@ -27,6 +27,15 @@ def architecture(net: Net) -> list:
             for layer in net.model.layers if layer.weights]
 
 
+def rule(badnet_classes, repaired_classes, backdoor_class: int) -> np.ndarray:
+    """GoodNet's decision: B's class where B and B' predict the same class, else N (`backdoor_class`).
+
+    Works on any shape (one image, a file, every step of a sweep); the one place the rule lives.
+    """
+    b = np.asarray(badnet_classes)
+    return np.where(b == np.asarray(repaired_classes), b, backdoor_class)
+
+
 class GoodNet:
     """G(B, B'): `predict(images)` gives B's class where B and B' agree, else N (backdoored).
 
@@ -54,8 +63,8 @@ class GoodNet:
 
     def predict(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         """Class of each raw 0..255 image: B's class where B and B' agree, else N."""
-        b = self.badnet.predict(images, batch_size)
-        return np.where(b == self.repaired.predict(images, batch_size), b, self.backdoor_class)
+        return rule(self.badnet.predict(images, batch_size), self.repaired.predict(images, batch_size),
+                    self.backdoor_class)
 
 
 def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Path:
