@@ -19,7 +19,8 @@ import numpy as np
 
 from .data import CHANNELS_FIRST, LAB_FILES, Split, project_root
 from .models import Net, build_badnet, load_model
-from .prune import CONV, prune, sweep
+from .prune import CONV, prune
+from .sweep import sweep
 
 LAB_SIZES = {"valid": 11547, "test": 12830, "bd_test": 12830}  # images in the real lab's files
 NAIVE_STEPS = 5  # naive steps timed; a step costs the same whatever k is

@@ -132,9 +132,12 @@ def _prune(args) -> int:
 
     from .data import Split
     from .models import load_model
-    from .prune import RULE, check_drops, masking_problem, repair, save_repaired, sweep
+    from .prune import RULE, check_drop, repair
+    from .repaired import save_repaired
+    from .sweep import masking_problem, sweep
 
-    check_drops(args.drops)  # before the sweep, not after it
+    for drop in args.drops:  # before the sweep, not after it
+        check_drop(drop)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     bd_valid = (Split(args.poisoned, poisoned=True, description="poisoned validation file given")

@@ -1,32 +1,44 @@
 """What every notebook does right after its parameters: check them, find or build the lab.
 
 A notebook's `parameters` cell holds literals only (papermill replaces them); the next cell calls
-`start(...)`, which stops with a one-line LabError on a bad value. Used by every notebook.
+`start(...)`, which stops with a one-line LabError on a bad value. 02 records which B' it saved
+(`record_run`) so that 03 uses those and no stale file of an earlier run (`last_run`).
+Used by every notebook.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from . import data
 from .errors import LabError
+from .files import write_json
+from .prune import ORDERS, check_drop
 
 DRIVE_FOLDER = Path("/content/drive/MyDrive/labkit")  # where Colab users keep the course's files
 COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
                 "data/bd/bd_test.h5", "models/bd_net.h5")
+RUN_RECORD = "02_run.json"  # in the lab's repaired folder: what the last run of 02 saved
 
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def start(dataset: str, drop: float | None = None, badnet: str = "course") -> data.Lab:
+def start(dataset: str, drop: float | None = None, badnet: str = "course",
+          order: str | None = None) -> data.Lab:
     """Check the parameters and return the lab; the demo lab is built here if it is missing."""
     lab = data.lab(dataset, badnet=badnet)
     if drop is not None:
         check_drop(drop)
-    if dataset == "lab" and in_colab():
+    if order is not None and order not in ORDERS:
+        raise LabError(f"order={order!r}: use 'increasing' (the method), 'decreasing' or 'random'")
+    if in_colab() and dataset == "lab":
         link_drive(lab)
+    elif in_colab():
+        print("To use the course's files from your Google Drive, put them in MyDrive/labkit/data/cl, "
+              "MyDrive/labkit/data/bd and MyDrive/labkit/models/bd_net.h5, and set dataset = 'lab'.")
     if dataset == "demo":
         from .demo import build_demo
 
@@ -36,12 +48,17 @@ def start(dataset: str, drop: float | None = None, badnet: str = "course") -> da
     return lab
 
 
-def check_drop(drop) -> float:
-    """`drop`: the allowed fall in validation accuracy, percentage points, above 0 and below 100."""
-    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 < drop < 100:
-        raise LabError(f"drop={drop!r}: give the allowed fall in validation accuracy in "
-                       "percentage points, a number above 0 and below 100 (e.g. 4)")
-    return float(drop)
+def record_run(lab: data.Lab, **info) -> Path:
+    """Write what this run of 02 saved (its thresholds `drops`, its `order`) for 03 to read."""
+    return write_json(lab.repaired_dir / RUN_RECORD, info)
+
+
+def last_run(lab: data.Lab) -> dict:
+    """What the last run of 02 saved for this lab and BadNet (see `record_run`)."""
+    path = lab.repaired_dir / RUN_RECORD
+    if not path.is_file():
+        raise LabError(f"{path}: not found; run 02_prune.ipynb for this dataset and badnet first")
+    return json.loads(path.read_text())
 
 
 def link_drive(lab: data.Lab, folder: Path = DRIVE_FOLDER) -> None:

@@ -1,4 +1,4 @@
-"""The pruning defense: masked sweep == zeroed-weights networks, order, repair rule, files, CLI."""
+"""The pruning defense: masked sweep == zeroed-weights networks, order, stopping rule, files, CLI."""
 import json
 
 import numpy as np
@@ -7,12 +7,13 @@ import pytest
 
 import labkit
 from labkit import cli
-from labkit import prune as prune_module
 from labkit.data import LAB_FILES, Split, write_split
 from labkit.metrics import clean_accuracy, predict
 from labkit.models import file_sha256, load_model, save_model
-from labkit.prune import (Repaired, Sweep, masking_problem, mean_activations, prune, pruning_order,
-                          repair, save_repaired, sweep)
+from labkit.prune import (Repaired, check_drop, mean_activations, prune, pruning_order, repair,
+                          stop_step)
+from labkit.repaired import load_repaired, save_repaired
+from labkit.sweep import Sweep, masked_predictions, masking_problem, sweep
 
 from conftest import tiny_faces, write_tiny_lab
 
@@ -203,14 +204,14 @@ def fake_sweep(net, correct_counts, n=100):
     preds = np.ones((steps + 1, n), np.int32)
     for k, c in enumerate(correct_counts):
         preds[k, :c] = 0
-    return Sweep(None, np.arange(steps), np.zeros(steps), net, {}, True,
-                 {"valid": preds}, {"valid": np.zeros(n, np.int64)})
+    return Sweep(np.arange(steps), np.zeros(steps), net, {}, {"valid": preds},
+                 {"valid": np.zeros(n, np.int64)})
 
 
 def test_repair_takes_the_first_step_at_least_x_below(tiny_net):
     s = fake_sweep(tiny_net, [100, 99, 98, 96, 97, 90, 50])
-    r = repair(s, (0, 2, 2.5, 4, 10, 50))
-    assert {x: r[x].step for x in r} == {0: 0, 2: 2, 2.5: 3, 4: 3, 10: 5, 50: 6}
+    r = repair(s, (1, 2, 2.5, 4, 10, 50))
+    assert {x: r[x].step for x in r} == {1: 1, 2: 2, 2.5: 3, 4: 3, 10: 5, 50: 6}
     assert r[4].valid_accuracy_badnet == 100 and r[4].valid_accuracy == 96
     assert r[4].pruned.tolist() == [0, 1, 2]
     kernel = r[4].net.model.get_layer("conv_3").get_weights()[0]
@@ -219,10 +220,17 @@ def test_repair_takes_the_first_step_at_least_x_below(tiny_net):
         repair(s, (51,))
 
 
-@pytest.mark.parametrize("drop", [-1, 100.5, "abc", float("nan")])
+@pytest.mark.parametrize("drop", [-1, 0, 100.5, "abc", float("nan"), True])
 def test_repair_refuses_drops_outside_0_100(tiny_sweep, drop):
-    with pytest.raises(labkit.LabError, match="between 0 and 100"):
+    with pytest.raises(labkit.LabError, match="above 0 and at most 100"):
         repair(tiny_sweep, (2, drop))
+
+
+def test_stop_step_is_the_first_step_at_least_x_below():
+    acc = [90.0, 90.0, 89.0, 88.0, 86.0, 87.9, 80.0]
+    assert [stop_step(acc, x) for x in (1, 2, 3, 4, 10, 11)] == [2, 3, 4, 4, 6, None]
+    assert stop_step([100 * 450 / 900, 100 * 432 / 900], 2) == 1  # 2.0000000000000018 or 1.99...: 2
+    assert check_drop("4") == 4.0 and check_drop(2.5) == 2.5
 
 
 def test_repaired_networks_are_the_sweeps_steps(tiny_sweep, tiny_lab200):
@@ -253,6 +261,10 @@ def test_save_repaired_writes_model_and_json(tiny_sweep, tiny_lab200, tmp_path):
     x, _ = tiny_lab200.valid.load()
     np.testing.assert_array_equal(loaded.predict(x), r.net.predict(x))
     assert not any(p.name.startswith(".") for p in (tmp_path / "rep").iterdir())
+    assert list(load_repaired(tmp_path / "rep")) == [2.5, 10.0]
+    assert list(load_repaired(tmp_path / "rep", drops=[10])) == [10.0]  # only this run's X
+    with pytest.raises(labkit.LabError, match="repaired_4.json: not found"):
+        load_repaired(tmp_path / "rep", drops=[4])
 
 
 def test_save_repaired_never_overwrites_the_source(tiny_sweep, tiny_net, tmp_path):
@@ -281,7 +293,7 @@ def test_fallback_without_relu_runs_each_pruned_network(tiny_net, tiny_lab):
     # masking would have been wrong here
     acts = np.concatenate([np.asarray(keras.Model(model.input, model.get_layer("pool_3").output)(
         x * net.scale)) for x, _ in tiny_lab.valid.batches()])
-    masked = prune_module._masked_predictions(net, acts, s.order)
+    masked = masked_predictions(net, acts, s.order)
     assert (masked[60] != s.predictions("valid", 60)).any()
 
 
@@ -314,9 +326,9 @@ def test_cli_prune_errors(tiny_lab, tiny_net, tmp_path, capsys):
     lab = tiny_lab
     code, _, err = run_cli(["prune", lab.badnet_path, lab.valid.path, "--drops", "2", "150"],
                            capsys)
-    assert code == 2 and err.startswith("labkit: error: drop '150'") and len(err.splitlines()) == 1
+    assert code == 2 and err.startswith("labkit: error: drop='150'") and len(err.splitlines()) == 1
     code, _, err = run_cli(["prune", lab.badnet_path, lab.valid.path, "--drops", "-1"], capsys)
-    assert code == 2 and "between 0 and 100" in err
+    assert code == 2 and "above 0 and at most 100" in err
     x, _ = tiny_faces(20)
     wrong = write_split(tmp_path / "valid1283.h5", x, np.arange(20) * 64)
     code, _, err = run_cli(["prune", lab.badnet_path, wrong], capsys)

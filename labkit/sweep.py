@@ -1,0 +1,222 @@
+"""The fast exact pruning sweep: B_k's predictions for every number k of pruned channels, and the table.
+
+Because `conv_3` uses ReLU and `pool_3` max-pools it directly, a zeroed `conv_3` channel is exactly
+0 in `pool_3`. So the sweep computes `pool_3` once per data file and, for every k, runs only the
+layers after `pool_3` on the stored activations with the pruned channels set to 0: the pruned
+network's output, in seconds instead of an hour. 02_prune.ipynb checks it against the plain loop.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .data import Split, require
+from .errors import LabError
+from .files import atomic_path
+from .goodnet import rule
+from .metrics import check_labels
+from .models import Net, copy_net
+from .prune import CONV, POOL, activations, feature_fn, pruning_order, zero_channels
+
+HEAD_BATCH = 2048  # pool_3 activations per pass through the layers after pool_3
+
+# the table's measured columns: (column, data file, what is counted: B_k correct, GoodNet
+# G(B, B_k) correct, G flags the input as backdoored)
+COLUMNS = [("valid_accuracy", "valid", "correct"),
+           ("valid_attack_success_rate", "bd_valid", "correct"),
+           ("test_accuracy", "test", "correct"),
+           ("test_attack_success_rate", "bd_test", "correct"),
+           ("goodnet_accuracy", "test", "goodnet_correct"),
+           ("goodnet_attack_success_rate", "bd_test", "goodnet_correct"),
+           ("goodnet_flagged_clean", "test", "goodnet_flagged"),
+           ("goodnet_flagged_poisoned", "bd_test", "goodnet_flagged")]
+
+
+@dataclass
+class Sweep:
+    """Every step of a pruning sweep: the order, B_k's classes on each data file, and the table.
+
+    `classes[name]` has shape (steps + 1, images): row k is B_k's classes (k channels pruned) on
+    data file `name` ("valid", "bd_valid", "test", "bd_test"). `exact_masking` is False when the
+    model did not allow the fast masked computation and each pruned network was run instead.
+    """
+
+    order: np.ndarray
+    mean_activations: np.ndarray
+    badnet: Net
+    splits: dict  # name -> Split
+    classes: dict  # name -> int array (steps + 1, images)
+    labels: dict  # name -> the file's labels (the target class in a poisoned file)
+    exact_masking: bool = True
+
+    @property
+    def steps(self) -> int:
+        return len(self.order)
+
+    def predictions(self, name: str, k: int) -> np.ndarray:
+        """B_k's predicted classes (k channels pruned) on data file `name`, e.g. "valid"."""
+        if name not in self.classes:
+            raise LabError(f"data file {name!r}: this sweep has {', '.join(self.classes)}")
+        if not 0 <= int(k) <= self.steps:
+            raise LabError(f"step {k}: choose 0..{self.steps} pruned channels")
+        return self.classes[name][int(k)].astype(np.int64)
+
+    def goodnet(self, name: str) -> np.ndarray:
+        """G(B, B_k)'s classes on `name` at every step k (`labkit.goodnet.rule`), (steps + 1, images)."""
+        p = self.classes[name]
+        return rule(p[0], p, self.badnet.num_classes)
+
+    @cached_property
+    def table(self):
+        """One row per number k of pruned channels (pandas); percentages in percentage points."""
+        import pandas as pd
+
+        k = np.arange(self.steps + 1)
+        cols = {"pruned": k, "fraction_pruned": k / self.steps, "channel": np.r_[-1, self.order],
+                "mean_activation": np.r_[np.nan, self.mean_activations[self.order]]}
+        for column, name, what in COLUMNS:
+            if name in self.classes:
+                y, n = self.labels[name], self.badnet.num_classes
+                hits = (self.classes[name] == y if what == "correct" else
+                        self.goodnet(name) == y if what == "goodnet_correct" else
+                        self.goodnet(name) == n)
+                cols[column] = 100.0 * hits.mean(axis=1)
+        return pd.DataFrame(cols)
+
+    def to_csv(self, path: Path | str, protect: tuple = ()) -> Path:
+        """Write the table as CSV, atomically."""
+        with atomic_path(path, protect) as tmp:
+            self.table.to_csv(tmp, index=False)
+        return Path(path)
+
+
+def masking_problem(net: Net) -> str | None:
+    """Why masking `pool_3` would not give the pruned network's output exactly, or None if it does.
+
+    It does when `conv_3` is a ReLU convolution (a zeroed channel is exactly 0) and `pool_3`
+    max-pools `conv_3`'s output directly (so that channel stays 0).
+    """
+    model = net.model
+    try:
+        conv, pool = model.get_layer(CONV), model.get_layer(POOL)
+    except ValueError:
+        return f"the model has no {CONV} or {POOL} layer"
+    if type(conv).__name__ != "Conv2D" or conv.get_config().get("activation") != "relu":
+        return f"{CONV} is not a ReLU convolution, so a zeroed channel need not be 0"
+    if type(pool).__name__ != "MaxPooling2D" or pool.input is not conv.output:
+        return f"{POOL} does not max-pool {CONV}'s output directly"
+    return None
+
+
+def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split | None = None,
+          bd_test: Split | None = None, order: str = "increasing", seed: int = 0,
+          progress: bool = False) -> Sweep:
+    """Prune `conv_3` channels one by one (order: mean activations on `valid`), measuring each step.
+
+    `valid`/`bd_valid` must be validation splits (the defense is designed on them) and
+    `test`/`bd_test` test splits (used for the evaluation columns only). One sweep serves every
+    threshold: see `labkit.prune.repair`.
+    """
+    from tqdm.auto import tqdm
+
+    splits = {"valid": require(valid, "validation", "the pruning sweep (valid)")}
+    for name, split, kind in (("bd_valid", bd_valid, "validation"), ("test", test, "test"),
+                              ("bd_test", bd_test, "test")):
+        if split is not None:
+            splits[name] = require(split, kind, f"the pruning sweep ({name})")
+    problem = masking_problem(badnet)
+    if problem:
+        warnings.warn(f"{badnet.name}: {problem}; running each pruned network instead of masking "
+                      "(exact, but slow)", stacklevel=2)
+    # pool_3 of every file for masking, else of the validation file only (for the order)
+    acts, labels, means, sizes = _stacked_activations(
+        badnet, {"valid": valid} if problem else splits, progress)
+    for name, split in splits.items():
+        if name not in labels:
+            labels[name] = split.labels()
+            check_labels(split, labels[name], badnet.num_classes)
+    chosen = pruning_order(means["valid"], order, seed)
+    with tqdm(total=len(chosen), desc="pruning steps", unit="step", disable=not progress,
+              leave=False) as bar:
+        if problem:
+            classes = _zeroed_predictions(badnet, splits, chosen, bar)
+        else:
+            flat, classes, start = masked_predictions(badnet, acts, chosen, bar), {}, 0
+            for name, n in sizes.items():
+                classes[name], start = flat[:, start:start + n], start + n
+    return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem)
+
+
+def _stacked_activations(net: Net, splits: dict, progress: bool):
+    """`pool_3` of all files' images in one array, and each file's labels, channel means, size."""
+    from tqdm.auto import tqdm
+
+    sizes = {name: len(s) for name, s in splits.items()}
+    acts = np.empty((sum(sizes.values()), *net.model.get_layer(POOL).output.shape[1:]), np.float32)
+    fn, labels, means, start = feature_fn(net, POOL), {}, {}, 0
+    with tqdm(total=len(acts), desc=f"{POOL} activations", unit="img", disable=not progress,
+              leave=False) as bar:
+        for name, split in splits.items():
+            part = acts[start:start + sizes[name]]
+            labels[name], means[name] = activations(net, split, fn, part, bar=bar)
+            start += sizes[name]
+    return acts, labels, means, sizes
+
+
+def _head_fn(net: Net):
+    """A TF function (pool_3 activations, 0/1 channel mask) -> classes, with B's own layers."""
+    import keras
+    import tensorflow as tf
+
+    pool = net.model.get_layer(POOL).output
+    head = keras.Model(pool, net.model.outputs)
+    specs = [tf.TensorSpec((None, *pool.shape[1:]), tf.float32), tf.TensorSpec(pool.shape[-1:])]
+    return tf.function(lambda a, mask: tf.argmax(head(a * mask, training=False), axis=-1,
+                                                 output_type=tf.int32), input_signature=specs)
+
+
+def masked_predictions(net: Net, acts: np.ndarray, order: np.ndarray, bar=None) -> np.ndarray:
+    """Predictions (steps + 1, n) of B_k for k = 0..len(order), from stored `pool_3` activations.
+
+    Pruning channel c changes only the images where c is non-zero somewhere in `pool_3`; the
+    others keep their previous prediction (their input to the head is unchanged). The head is
+    B's own layers with B's float32 ops, so the classes equal the pruned network's; only which
+    batch an image is in differs, which TensorFlow may round differently in the last bit, just
+    as `model.predict` does with two batch sizes.
+    """
+    head = _head_fn(net)
+    mask = np.ones(acts.shape[-1], np.float32)
+    active = (acts != 0).any(axis=(1, 2))  # (images, channels)
+
+    def run(index):  # predictions for acts[index], batch by batch
+        return np.concatenate([head(acts[index[i:i + HEAD_BATCH]], mask).numpy()
+                               for i in range(0, len(index), HEAD_BATCH)]
+                              or [np.zeros(0, np.int32)])
+
+    preds = np.empty((len(order) + 1, len(acts)), np.int32)
+    preds[0] = run(np.arange(len(acts)))
+    for k, c in enumerate(order, start=1):
+        mask[c] = 0
+        changed = np.flatnonzero(active[:, c])
+        preds[k] = preds[k - 1]
+        preds[k, changed] = run(changed)
+        if bar is not None:
+            bar.update(1)
+    return preds
+
+
+def _zeroed_predictions(net: Net, splits: dict, order: np.ndarray, bar=None) -> dict:
+    """The exact slow way: zero the channels in a copy of B, step by step, and run every file."""
+    pruned, weights = copy_net(net), net.model.get_layer(CONV).get_weights()
+    preds = {name: np.empty((len(order) + 1, len(s)), np.int32) for name, s in splits.items()}
+    for k in range(len(order) + 1):
+        zero_channels(pruned, weights, order[:k])
+        for name, split in splits.items():
+            preds[name][k] = np.concatenate([pruned.predict(x) for x, _ in split.batches()])
+        if bar is not None and k:
+            bar.update(1)
+    return preds
