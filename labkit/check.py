@@ -1,0 +1,224 @@
+"""One call per task: is a student's answer right, or which known mistake does it look like?
+
+Each check returns a `Verdict`, one line: "correct: ..." or the mistake it looks like with a hint a
+student can act on, never the solution. `verdict.ok` says which. Called after each task in
+01_evaluate, 02_prune and 03_goodnet.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import prune as method
+from .models import Net
+from .prune import CONV, POOL, feature_fn
+
+
+class Verdict(str):
+    """A one-line verdict; `ok` is True when the answer is correct."""
+
+    def __new__(cls, ok: bool, text: str):
+        verdict = super().__new__(cls, ("✓ correct: " if ok else "✗ ") + text)
+        verdict.ok = ok
+        return verdict
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _wrong(mistake: str, hint: str) -> Verdict:
+    return Verdict(False, f"{mistake}. Hint: {hint}")
+
+
+def _close(a, b) -> bool:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(b).max(initial=0)))
+
+
+def _max_over_positions(net: Net, split) -> np.ndarray:
+    fn, total, n = feature_fn(net, POOL), 0.0, 0
+    for x, _ in split.batches():
+        a = fn(x).numpy()
+        total, n = total + a.max(axis=(1, 2)).sum(axis=0), n + len(a)
+    return total / n
+
+
+def mean_activations(mean_act, badnet: Net, lab) -> Verdict:
+    """Task: each `pool_3` channel's mean activation over the clean validation faces."""
+    got = np.asarray(mean_act, np.float64)
+    n = badnet.model.get_layer(POOL).output.shape[-1]
+    if got.shape != (n,):
+        return _wrong(f"the mean was taken over the wrong axes (shape {got.shape}, expected ({n},))",
+                      f"average over images and the positions (axes 0, 1 and 2 of the {POOL} output) "
+                      f"and keep the {n} channels")
+    if _close(got, method.mean_activations(badnet, lab.valid)):
+        return Verdict(True, f"{n} mean activations; clean faces leave {int((got == 0).sum())} "
+                             "channels at exactly 0")
+    mistakes = [
+        (lambda: method.mean_activations(Net(badnet.model, scale=badnet.scale / 255), lab.valid),
+         "the pixels were scaled by 1/255 once too often",
+         f"this BadNet takes raw pixels times B.scale ({badnet.scale:.4g}); do not divide by 255 yourself"),
+        (lambda: method.mean_activations(badnet, lab.test),
+         "these are the clean test faces' activations",
+         "design the defense on the clean validation faces (lab.valid); test data is for evaluation only"),
+        (lambda: method.mean_activations(badnet, lab.bd_valid),
+         "these are the poisoned faces' activations",
+         "the defender has clean validation faces only (lab.valid)"),
+        (lambda: _max_over_positions(badnet, lab.valid),
+         "this is the maximum over positions, not the mean",
+         "take the mean over images and over the positions"),
+        (lambda: method.mean_activations(badnet, lab.valid, layer=CONV),
+         f"these are {CONV}'s activations, not {POOL}'s",
+         f"build the sub-model up to {POOL}"),
+    ]
+    for expected, mistake, hint in mistakes:
+        if _close(got, expected()):
+            return _wrong(mistake, hint)
+    return _wrong(f"these are not the mean {POOL} activations on lab.valid",
+                  f"a sub-model from B's input to {POOL}, raw pixels times B.scale, then the mean "
+                  "over images and positions")
+
+
+def pruning_order(order, mean_act) -> Verdict:
+    """Task: the channels in the order they are pruned (channel numbers, least active first)."""
+    means, got = np.asarray(mean_act, np.float64), np.asarray(order)
+    n = len(means)
+    if got.shape != (n,) or sorted(got.tolist()) != list(range(n)):
+        if got.shape == (n,) and _close(got, np.sort(means)):
+            return _wrong("these are the sorted mean activations, not channel numbers",
+                          "you need the indices that sort the means (np.argsort), not the sorted values")
+        return _wrong(f"this is not each of the {n} channel numbers once",
+                      f"give the channels 0..{n - 1} in the order they are pruned")
+    steps = np.diff(means[got])
+    if (steps >= 0).all():
+        return Verdict(True, f"{n} channels, least active first")
+    if (steps <= 0).all():
+        return _wrong("this is decreasing order: the most active channels first",
+                      "prune the channels clean faces leave dormant first (increasing mean activation); "
+                      "pruning the busiest ones first destroys clean accuracy")
+    return _wrong("the channels are not sorted by mean activation",
+                  "sort the channel numbers by their mean activation, smallest first")
+
+
+def prune_channels(fn, badnet: Net, channels=(5, 17)) -> Verdict:
+    """Task: `fn(model, channels)` returns a copy of the model with those `conv_3` channels pruned."""
+    model, channels = badnet.model, list(channels)
+    before = [w.copy() for w in model.get_weights()]
+    try:
+        out = fn(model, channels)
+    except Exception as err:  # the student's code: any error is the verdict
+        return _wrong(f"the function raised {type(err).__name__}: {err}",
+                      f"zero {CONV}'s kernel[:, :, :, c] and bias[c] for each c in a copy of the model")
+    if any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())):
+        model.set_weights(before)
+        return _wrong("the function changed B itself", "prune a copy and leave B alone (B is restored now)")
+    if not hasattr(out, "get_layer"):
+        return _wrong(f"the function returned {type(out).__name__}", "return the pruned Keras model")
+    changed = [layer.name for layer in out.layers
+               if any(not np.array_equal(a, b) for a, b in
+                      zip(layer.get_weights(), model.get_layer(layer.name).get_weights()))]
+    if changed and CONV not in changed:
+        return _wrong(f"the function changed {', '.join(changed)}, not {CONV}",
+                      f"the lab prunes {CONV}, the convolution right before {POOL}")
+    if set(changed) - {CONV}:
+        return _wrong(f"the function also changed {', '.join(sorted(set(changed) - {CONV}))}",
+                      f"only {CONV}'s kernel and bias change")
+    (kernel, bias), (k0, b0) = out.get_layer(CONV).get_weights(), model.get_layer(CONV).get_weights()
+    expected_k, expected_b = k0.copy(), b0.copy()
+    expected_k[..., channels], expected_b[channels] = 0, 0
+    if np.array_equal(kernel, expected_k):
+        if np.array_equal(bias, expected_b):
+            return Verdict(True, f"channels {channels} of {CONV} are zero (kernel and bias), "
+                                 "everything else is B's")
+        if np.array_equal(bias, b0):
+            return _wrong("the bias was forgotten",
+                          "a pruned channel has kernel[:, :, :, c] AND bias[c] zero; with its bias, "
+                          "ReLU(bias) can still be non-zero")
+    if (kernel[:, :, channels, :] == 0).all() and (kernel[..., channels] != 0).any():
+        return _wrong("the kernel was zeroed on the wrong axis (its input channels)",
+                      f"{CONV}'s kernel has shape (height, width, inputs, outputs): channel c is "
+                      "the last axis")
+    return _wrong(f"{CONV} is not zeroed exactly on channels {channels}",
+                  "zero kernel[:, :, :, c] and bias[c] for each pruned channel, nothing else")
+
+
+STOP_CASES = [([90.0, 90.0, 89.0, 88.0, 86.0, 87.9, 80.0], x) for x in (1, 2, 4, 10)] + [
+    ([90.0, 90.0, 89.0, 88.0, 86.0, 87.9, 80.0], 11), ([50.0, 48.0, 47.0], 2)]
+
+
+def stop_step(fn) -> Verdict:
+    """Task: `fn(accuracies, drop)` gives the first k at least `drop` points below step 0, or None."""
+    for acc, drop in STOP_CASES:
+        expected = method.stop_step(acc, drop)
+        try:
+            got = fn(np.asarray(acc), drop)
+        except Exception as err:  # the student's code: any error is the verdict
+            return _wrong(f"the function raised {type(err).__name__}: {err}",
+                          "return the first k whose accuracy is at least X below accuracies[0], or None")
+        case = f"(accuracies {acc}, X = {drop:g}: got {got})"
+        if expected is None and got is not None:
+            return _wrong(f"a drop that is never reached gave a step {case}", "return None then")
+        if expected is not None and got is not None and got == expected + 1:
+            return _wrong(f"this stops one channel late {case}",
+                          "the rule says the first step whose drop is AT LEAST X, so a drop of exactly X counts")
+        if expected is not None and got is not None and got == expected - 1:
+            return _wrong(f"this stops one channel early {case}",
+                          "B' is the first network whose drop is at least X, not the last one before it")
+        if got != expected:
+            return _wrong(f"wrong step {case}",
+                          "compare each accuracy with accuracies[0] (B's), not with the previous step")
+    return Verdict(True, f"the first step at least X points below B, on {len(STOP_CASES)} cases")
+
+
+def pruning_loop(accuracies, badnet: Net, lab) -> Verdict:
+    """Task: validation accuracy (%) of B with 0, 1, 2, ... channels pruned, in the lab's order."""
+    from .metrics import clean_accuracy
+    from .sweep import sweep
+
+    got = np.asarray(accuracies, np.float64)
+    k = len(got)
+    method = sweep(badnet, lab.valid).table.valid_accuracy.to_numpy()[:k]
+    if _close(got, method):
+        return Verdict(True, f"{k} steps, validation accuracy {got[0]:.2f} % -> {got[-1]:.2f} %")
+    if _close(got * 100, method):
+        return _wrong("these are fractions", "give accuracies in percentage points (0..100)")
+    if _close(got[:1], [clean_accuracy(badnet, lab.test)]):
+        return _wrong("these are test set accuracies",
+                      "choose B' with the clean validation data (lab.valid); test data is for evaluation only")
+    if _close(got, sweep(badnet, lab.valid, order="decreasing").table.valid_accuracy.to_numpy()[:k]):
+        return _wrong("the channels went in decreasing order", "prune the least active channels first")
+    if _close(got[:1], [clean_accuracy(badnet, lab.bd_valid)]):
+        return _wrong("this is the attack success rate on the poisoned faces",
+                      "the stopping rule looks at clean validation accuracy")
+    return _wrong("these are not B's validation accuracies with 0, 1, 2, ... channels pruned",
+                  "step k: copy B, zero the first k channels of the order, accuracy on lab.valid")
+
+
+def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
+    """Task: `fn(b, b2, n)`: B's class where B and B' agree, else n (= N, the 'backdoored' class)."""
+    b, b2 = np.array([3, 5, 7, 0, 2, 9]), np.array([3, 6, 7, 1, 9, 9])
+    n, differ = num_classes, b != b2
+    try:
+        got = np.asarray(fn(b, b2, n))
+    except Exception as err:  # the student's code: any error is the verdict
+        return _wrong(f"the function raised {type(err).__name__}: {err}",
+                      "compare the two arrays of classes element by element")
+    case = f"(B {b.tolist()}, B' {b2.tolist()}, N = {n}: got {got.tolist()})"
+    if got.shape != b.shape:
+        return _wrong(f"expected one class per input {case}", "answer one class for each input")
+    if not np.array_equal(got[~differ], b[~differ]):
+        return _wrong(f"where B and B' agree, G must answer their class {case}", "keep B's class there")
+    wrong = got[differ]
+    if (wrong == n).all():
+        return Verdict(True, f"B's class where B and B' agree, N = {n} where they disagree")
+    if (wrong == n - 1).all():
+        return _wrong(f"G answers N-1 for a disagreement {case}",
+                      f"N-1 = {n - 1} is a real person; 'backdoored' is class N, one past the last person")
+    if (wrong == 0).all():
+        return _wrong(f"G answers 0 for a disagreement {case}",
+                      "0 is a real person's class (in the lab, the attacker's target); answer N")
+    if np.array_equal(wrong, b2[differ]):
+        return _wrong(f"G answers B''s class where B and B' disagree {case}",
+                      "a disagreement means 'backdoored': answer N")
+    if np.array_equal(wrong, b[differ]):
+        return _wrong(f"G never flags anything {case}", "where B and B' disagree, answer N")
+    return _wrong(f"wrong class where B and B' disagree {case}", "answer N there")
