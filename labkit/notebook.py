@@ -8,6 +8,7 @@ Used by every notebook.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,28 @@ DRIVE_FOLDER = Path("/content/drive/MyDrive/labkit")  # where Colab users keep t
 COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
                 "data/bd/bd_test.h5", "models/bd_net.h5")
 RUN_RECORD = "02_run.json"  # in the lab's repaired folder: what the last run of 02 saved
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr silenced: its C++ start-up lines come before any log setting.
+
+    Done when a notebook imports this module, so no executed notebook shows them.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow
+
+        tensorflow.get_logger().setLevel("ERROR")  # e.g. retracing warnings from a plain loop
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+import_tensorflow_quietly()
 
 
 def in_colab() -> bool:

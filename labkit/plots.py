@@ -120,6 +120,24 @@ def order_ablation(sweeps: dict):
     return fig
 
 
+def badnets(sweeps: dict):
+    """Test accuracy and attack success rate against channels pruned, one panel per BadNet."""
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.8 * len(sweeps), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, (name, s) in zip(axes[0], sweeps.items()):
+        ax.plot(s.table.pruned, s.table.test_accuracy, color=COLORS["accuracy"],
+                label="clean accuracy (test)")
+        ax.plot(s.table.pruned, s.table.test_attack_success_rate, color=COLORS["attack"],
+                label="attack success rate (test)")
+        ax.set_title(f"BadNet {name!r}", fontsize=10)
+        ax.set_xlabel("conv_3 channels pruned")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("percent")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def png(fig) -> bytes:
     """A figure as PNG bytes (and closed, so notebooks don't show it twice)."""
     import io
