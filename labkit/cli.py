@@ -252,7 +252,25 @@ def _bench(args) -> int:
     return 0
 
 
-COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench]
+def _add_student(sub) -> None:
+    p = sub.add_parser("student", help="write the student edition of the notebooks (instructors)",
+                       description="Write the notebooks with every solution region replaced by "
+                                   "'raise NotImplementedError()', hidden tests and instructor-only "
+                                   "cells removed and outputs cleared, using nbgrader's "
+                                   "preprocessors (pip install 'labkit[instructor]').")
+    p.add_argument("out", metavar="OUT_DIR", help="a folder that does not exist yet, or is empty")
+    p.set_defaults(run=_student)
+
+
+def _student(args) -> int:
+    from .student import write_student_edition
+
+    for path in write_student_edition(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench, _add_student]
 
 
 def parser() -> argparse.ArgumentParser:

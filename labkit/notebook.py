@@ -8,11 +8,11 @@ Used by every notebook.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from . import data
+from .cli import import_tensorflow_quietly
 from .errors import LabError
 from .files import write_json
 from .prune import ORDERS, check_drop
@@ -23,26 +23,16 @@ COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
 RUN_RECORD = "02_run.json"  # in the lab's repaired folder: what the last run of 02 saved
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with stderr silenced: its C++ start-up lines come before any log setting.
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up lines and Python warnings (e.g. retracing in a plain loop) out of
+    executed notebooks; done when a notebook imports this module."""
+    import_tensorflow_quietly()
+    import tensorflow
 
-    Done when a notebook imports this module, so no executed notebook shows them.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow
-
-        tensorflow.get_logger().setLevel("ERROR")  # e.g. retracing warnings from a plain loop
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    tensorflow.get_logger().setLevel("ERROR")
 
 
-import_tensorflow_quietly()
+quiet_tensorflow()
 
 
 def in_colab() -> bool:
