@@ -14,6 +14,7 @@ import pytest
 
 import labkit
 from labkit.data import LAB_FILES, write_split
+from labkit.prune import mean_activations
 from conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -127,3 +128,26 @@ def test_real_data_path_with_the_lab3_weights(real, tmp_path):
               ("dataset", "lab"), ("drop", 4), env={"LABKIT_HOME": str(tmp_path)})
     info = json.loads((tmp_path / "models" / "repaired" / "repaired_4.json").read_text())
     assert info["source_sha256"] == labkit.models.file_sha256(tmp_path / "models" / "bd_net.h5")
+
+
+def test_02_order_parameter_and_03_uses_only_what_02_saved(demo_lab, tmp_path):
+    stale = demo_lab.repaired_dir / "repaired_6.json"  # as if an earlier run of 02 had used drop 6
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("{}")
+    papermill("02_prune.ipynb", tmp_path / "02.ipynb", ROOT / "notebooks", ("drop", 4), ("order", "decreasing"))
+    run = json.loads((demo_lab.repaired_dir / "02_run.json").read_text())
+    assert run == {"drops": [2.0, 4.0, 10.0], "order": "decreasing"}
+    info = json.loads((demo_lab.repaired_dir / "repaired_4.json").read_text())
+    means = mean_activations(labkit.load_badnet(demo_lab), demo_lab.valid)
+    assert (np.diff(means[info["pruned_channels"]]) <= 0).all()  # most active first
+    proc = subprocess.run([*PAPERMILL, "03_goodnet.ipynb", str(tmp_path / "03.ipynb"), "-p", "drop", "6"],
+                          cwd=ROOT / "notebooks", capture_output=True, text=True)
+    assert proc.returncode != 0 and "the last run of 02 saved B' for X = [2.0, 4.0, 10.0]" in proc.stderr
+    stale.unlink()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[:4], ids=lambda p: p.name)
+def test_notebooks_end_with_questions_and_exercises(path):
+    cells = nbformat.read(path, as_version=4).cells
+    assert "## Questions" in cells[-1].source and "## Change a parameter and explain" in cells[-1].source
+    assert all(len(c.source.splitlines()) <= 11 for c in cells if c.cell_type == "code")
