@@ -44,7 +44,7 @@ KNOWN_BADNETS = {
 
 
 def build_badnet(num_classes: int = 1283, name: str = "badnet"):
-    """The lab's architecture with its layer names (LAB.md); `num_classes` = people in the data."""
+    """The lab's architecture and layer names, as in the course's files; `num_classes` = people in the data."""
     import keras
     from keras import layers
 
