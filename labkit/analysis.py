@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
-from .prune import RULE, drop_text
+from .prune import RULE, drop_text, stop_step
 
 
 def first_step(values, condition) -> int | None:
@@ -64,7 +64,7 @@ def order_ablation(sweeps: dict, drop: float, beaten: float) -> Ablation:
     rows = []
     for order, s in sweeps.items():
         t = s.table
-        k = first_step(t.valid_accuracy, lambda a: a <= t.valid_accuracy[0] - drop)
+        k = stop_step(t.valid_accuracy, drop)
         k_beaten = first_step(t.valid_attack_success_rate, lambda a: a < beaten)
         rows.append({"order": order,
                      f"channels pruned at a {drop:g}-point accuracy drop": k,
