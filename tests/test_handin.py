@@ -165,3 +165,45 @@ def test_goodnet_file_with_code_is_refused(tiny_net, tmp_path):
     extra.save(tmp_path / "evil.keras")
     with pytest.raises(labkit.LabError, match=r"refused: .*Lambda"):
         load_goodnet(tmp_path / "evil.keras")
+
+
+# The course's architecture.py (Keras 2), which Keras 2 graders fill with load_weights.
+ARCHITECTURE_PY = """\
+import sys
+sys.modules["labkit"] = None
+import numpy as np
+import tf_keras as keras
+from tf_keras.layers import Activation, Add, Conv2D, Dense, Flatten, Input, MaxPooling2D
+
+x = Input(shape=(55, 47, 3), name="input")
+pool_1 = MaxPooling2D((2, 2), name="pool_1")(Conv2D(20, (4, 4), activation="relu", name="conv_1")(x))
+pool_2 = MaxPooling2D((2, 2), name="pool_2")(Conv2D(40, (3, 3), activation="relu", name="conv_2")(pool_1))
+pool_3 = MaxPooling2D((2, 2), name="pool_3")(Conv2D(60, (3, 3), activation="relu", name="conv_3")(pool_2))
+fc_1 = Dense(160, name="fc_1")(Flatten()(pool_3))
+fc_2 = Dense(160, name="fc_2")(Flatten()(Conv2D(80, (2, 2), activation="relu", name="conv_4")(pool_3)))
+out = Dense(int(sys.argv[3]), activation="softmax", name="output")(Activation("relu")(Add()([fc_1, fc_2])))
+model = keras.Model(x, out)
+model.load_weights(sys.argv[1])
+images = np.load(sys.argv[2])
+np.save(sys.argv[2], np.argmax(model.predict(images / 255, verbose=0), axis=1))
+"""
+
+
+def test_keras2_grader_fills_the_courses_architecture_from_labkits_h5(tiny_net, tmp_path):
+    import importlib.util
+
+    from conftest import tiny_faces
+
+    if importlib.util.find_spec("tf_keras") is None:
+        pytest.skip("tf_keras (Keras 2) is not installed")
+    repaired = prune(tiny_net, np.arange(45))  # takes pixels / 255, saved as a Rescaling layer
+    path = save_model(repaired, tmp_path / "repaired.h5")
+    x = tiny_faces(200, seed=5)[0]
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "architecture.py").write_text(ARCHITECTURE_PY)
+    proc = subprocess.run([sys.executable, str(tmp_path / "architecture.py"), str(path),
+                           str(tmp_path / "x.npy"), "10"], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # a Keras 2 grader scales the pixels itself (the CSAW-2020 eval.py divides by 255)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), repaired.predict(x))
