@@ -11,6 +11,7 @@ import sys
 from fractions import Fraction
 
 from .errors import LabError
+from .quiet import import_tensorflow_quietly
 
 
 def scale_arg(text: str) -> float:
@@ -275,23 +276,6 @@ def parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     return p
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (CUDA probes) kept off the terminal.
-
-    They are written to stderr before any logging setting applies, and would bury the
-    one-line errors and the two result lines of the command line.
-    """
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,7 +88,7 @@ def report_lines(result: dict) -> list[str]:
 
 
 def table_lines(result: dict) -> list[str]:
-    """labkit's rounded table of one model's clean accuracy and attack success rate."""
-    return [f"{'model':<40} {'clean accuracy (%)':>18} {'attack success rate (%)':>23}",
-            f"{result['model']:<40} {result['clean_accuracy']:>18.2f} "
-            f"{result['attack_success_rate']:>23.2f}"]
+    """labkit's rounded summary of one model's clean accuracy and attack success rate."""
+    return [f"{result['model']}:",
+            f"  clean accuracy       {result['clean_accuracy']:6.2f} %",
+            f"  attack success rate  {result['attack_success_rate']:6.2f} %"]

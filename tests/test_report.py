@@ -108,14 +108,15 @@ OUT = 'import os, pathlib, sys\nout = pathlib.Path(os.environ["LABKIT_HOME"], "r
 def project(tmp_path):
     root = tmp_path / "project"
     notebook(root / "notebooks" / "01_a.ipynb", OUT,
-             'out.joinpath("python.txt").write_text(sys.executable)\nprint("ran on", dataset)')
+             'out.joinpath("python.txt").write_text(sys.executable)\nprint("ran on", dataset)',
+             "import labkit\nimport tensorflow as tf\ntf.constant(1.0) + 1")
     notebook(root / "notebooks" / "02_b.ipynb", OUT,
              'out.joinpath("report.md").write_text(f"# Report\\n\\nDataset **{dataset}**.\\n")')
     notebook(root / "notebooks" / "index.ipynb", "raise RuntimeError('index is not run')")
     return root
 
 
-def test_run_all_writes_notebooks_html_and_pdf(project, monkeypatch, tmp_path):
+def test_run_all_writes_notebooks_html_and_pdf(project, monkeypatch, tmp_path, capfd):
     stale = project / "report" / "lab" / "old_figure.png"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier run")
@@ -132,6 +133,9 @@ def test_run_all_writes_notebooks_html_and_pdf(project, monkeypatch, tmp_path):
     executed = nbformat.read(out / "01_a.ipynb", as_version=4)
     assert "ran on lab" in str(executed.cells)  # papermill passed the dataset
     assert "ran on lab" in (out / "01_a.html").read_text()
+    printed = "".join(capfd.readouterr())  # the kernels' own output comes here
+    for noise in ("absl", "oneDNN", "cuda", "WARNING"):  # TensorFlow started quietly
+        assert noise not in str(executed.cells) and noise not in printed, noise
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF-")
     assert other.exists()
 
