@@ -145,5 +145,20 @@ def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
         nets[part] = Net(lab_model(sub), _baked_scale(path, sub) or RAW, "saved with the model",
                          part)
     goodnet = GoodNet(nets["badnet"], nets["repaired"], name=model.name)
+    if not trust and _graph(model) != _graph(keras_goodnet(goodnet)):  # labkit evaluates the rule
+        raise LabError(f"{path}: its graph is not GoodNet's rule as labkit writes it; save G again "
+                       "with save_goodnet (or `labkit goodnet B B' --save G.keras`)")
     goodnet.path = path
     return goodnet
+
+
+def _graph(model) -> str:
+    """G's own graph, its generated names replaced by positions: equal graphs compute the same."""
+    layers = model.get_config()["layers"]
+    text = json.dumps([[layer["class_name"], layer["inbound_nodes"],
+                        {} if layer["name"] in PARTS else
+                        {k: v for k, v in layer["config"].items() if k != "name"}]
+                       for layer in layers])
+    for i, layer in enumerate(layers):
+        text = text.replace(f'"keras_history": ["{layer["name"]}"', f'"keras_history": [{i}')
+    return text

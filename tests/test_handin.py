@@ -207,3 +207,20 @@ def test_keras2_grader_fills_the_courses_architecture_from_labkits_h5(tiny_net, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     # a Keras 2 grader scales the pixels itself (the CSAW-2020 eval.py divides by 255)
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), repaired.predict(x))
+
+
+def test_goodnet_file_with_another_rule_is_refused(tiny_net, tmp_path):
+    import keras
+    from keras import ops
+
+    import labkit
+    from labkit.models import lab_model
+
+    x = keras.Input((55, 47, 3))
+    b, r = (lab_model(net.model, net.scale, part)(x)
+            for net, part in ((tiny_net, "badnet"), (prune(tiny_net, np.arange(45)), "repaired")))
+    agree = ops.expand_dims(ops.cast(ops.equal(ops.argmax(b, -1), ops.argmax(r, -1)), "float32"), -1)
+    flip = keras.layers.Concatenate()([r * agree, 1 - agree])  # B''s class instead of B's
+    keras.Model(x, flip).save(tmp_path / "other.keras")
+    with pytest.raises(labkit.LabError, match="not GoodNet's rule"):
+        load_goodnet(tmp_path / "other.keras")
