@@ -136,7 +136,9 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
     tokens = md.parse(text)
     _size_figures(tokens, pdf, markdown_path)
     _size_tables(tokens, pdf)
-    pdf.write_html(md.renderer.render(tokens, md.options, {}), font_family=FONT,
+    # a line after each table: fpdf2 would otherwise place a figure after it from a stale height
+    html = md.renderer.render(tokens, md.options, {}).replace("</table>", "</table><br>")
+    pdf.write_html(html, font_family=FONT,
                    image_map=lambda src: str(markdown_path.parent / src),
                    tag_styles={"code": FontFace(family=MONO, color=(150, 30, 30)),
                                "pre": TextStyle(font_family=MONO, font_size_pt=9, t_margin=2),
