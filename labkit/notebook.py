@@ -27,6 +27,8 @@ def start(dataset: str, drop: float | None = None, badnet: str = "course") -> da
         check_drop(drop)
     if dataset == "lab" and in_colab():
         link_drive(lab)
+    if dataset == "lab":
+        check_course_files(lab)
     if dataset == "demo":
         from .demo import build_demo
 
@@ -34,6 +36,16 @@ def start(dataset: str, drop: float | None = None, badnet: str = "course") -> da
     lab.report_dir.mkdir(parents=True, exist_ok=True)
     print(f"dataset={dataset!r}, badnet={badnet!r}: data in {lab.data_dir}, BadNet {lab.badnet_path}")
     return lab
+
+
+def check_course_files(lab: data.Lab) -> None:
+    """Stop with one line naming every course file that is missing and the folder it goes in."""
+    missing = [lab.root / rel for rel in COURSE_FILES if not (lab.root / rel).is_file()]
+    if missing:
+        raise LabError(f"{', '.join(str(p) for p in missing)}: {len(missing)} of the course's "
+                       f"{len(COURSE_FILES)} files missing; download them from the course's shared "
+                       "drive folder (see the README, 'Using the course's data') and put "
+                       + ", ".join(f"{p.name} in {p.parent}/" for p in missing))
 
 
 def check_drop(drop) -> float:
