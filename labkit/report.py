@@ -110,6 +110,7 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
     Figures `![caption](file.png)` are read relative to the markdown file, fitted to the page and
     captioned; table columns are sized so that no word is split.
     """
+    import matplotlib
     from fpdf import FPDF, FontFace, TextStyle
     from markdown_it import MarkdownIt
 
@@ -127,12 +128,13 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
 
     pdf = Report(format="A4")
     pdf.set_margins(18, 18, 18)
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu, shipped by matplotlib
     for family, stem in ((FONT, "DejaVuSans"), (MONO, "DejaVuSansMono")):
         for style, suffix in (("", ""), ("B", "-Bold"), ("I", "-Oblique"), ("BI", "-BoldOblique")):
-            pdf.add_font(family, style, str(_fonts() / f"{stem}{suffix}.ttf"))
+            pdf.add_font(family, style, str(fonts / f"{stem}{suffix}.ttf"))
     pdf.set_font(FONT, "", TEXT_SIZE)
     pdf.add_page()
-    md = MarkdownIt("commonmark").enable("table")
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")  # HTML in the text stays text
     tokens = md.parse(text)
     _size_figures(tokens, pdf, markdown_path)
     _size_tables(tokens, pdf)
@@ -148,12 +150,6 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
     with atomic_path(pdf_path) as tmp:
         pdf.output(str(tmp))
     return pdf_path
-
-
-def _fonts() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
 def _size_figures(tokens, pdf, source: Path) -> None:

@@ -35,7 +35,7 @@ The BadNet `bd_net.h5` keeps **98.6 %** clean accuracy;
 1. first remark
 2. second remark
 
-#5 and |x| are text.
+#5, |x| and <b>tags</b> are text.
 
 | X (validation accuracy drop, pp) | channels pruned | B' validation accuracy (%) | B' test accuracy (%) | B' attack success rate (%) | G clean test accuracy (%) | G attack success rate (%) | clean faces flagged (%) |
 |---|---|---|---|---|---|---|---|
@@ -73,7 +73,7 @@ def test_write_pdf_renders_every_construct(report_md, tmp_path):
     flat = " ".join(text.split())
     for shown in ("Backdoor report — demo", "pruning → ASR ≥ 2–3 % isn’t 0 · yet", "bd_net.h5",
                   "clean accuracy: 98.64", "GoodNet G", "92.29", "Accuracy as channels are pruned",
-                  "first remark", "attack success rate: 100.00", "#5 and |x| are text.",
+                  "first remark", "attack success rate: 100.00", "#5, |x| and <b>tags</b> are text.",
                   "Second figure, tall", f"page {len(pages)}/{len(pages)}"):
         assert shown in flat, shown
     for markup in ("**", "`", "| model", "|---", "!["):  # rendered, not shown
