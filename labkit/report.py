@@ -101,6 +101,7 @@ FONT, MONO = "DejaVu", "DejaVuMono"
 TEXT_SIZE = 10  # points
 MAX_FIGURE_HEIGHT = 120  # millimetres: a tall figure is scaled down to this
 CELL_PADDING = 5  # millimetres a table column needs beside its text
+FIGURE = "<!-- figure -->"  # where a figure goes in the HTML
 _NUMBER = re.compile(r"[-+−]?\d[\d.,]*\s?%?|")  # a table cell holding a number (or nothing)
 
 
@@ -136,44 +137,54 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
     pdf.add_page()
     md = MarkdownIt("commonmark", {"html": False}).enable("table")  # HTML in the text stays text
     tokens = md.parse(text)
-    _size_figures(tokens, pdf, markdown_path)
+    figures = _take_figures(tokens, markdown_path)
     _size_tables(tokens, pdf)
-    # a line after each table: fpdf2 would otherwise place a figure after it from a stale height
-    html = md.renderer.render(tokens, md.options, {}).replace("</table>", "</table><br>")
-    pdf.write_html(html, font_family=FONT,
-                   image_map=lambda src: str(markdown_path.parent / src),
-                   tag_styles={"code": FontFace(family=MONO, color=(150, 30, 30)),
-                               "pre": TextStyle(font_family=MONO, font_size_pt=9, t_margin=2),
-                               **{f"h{n}": TextStyle(font_style="B", font_size_pt=size, t_margin=4,
-                                                     b_margin=1.5, color=30)
-                                  for n, size in ((1, 17), (2, 13.5), (3, 11.5))}})
+    styles = {"code": FontFace(family=MONO, color=(150, 30, 30)),
+              "pre": TextStyle(font_family=MONO, font_size_pt=9, t_margin=2),
+              **{f"h{n}": TextStyle(font_style="B", font_size_pt=size, t_margin=4, b_margin=1.5,
+                                    color=30) for n, size in ((1, 17), (2, 13.5), (3, 11.5))}}
+    # fpdf2 lays out HTML text lazily, so figures are drawn between separate write_html calls
+    for i, part in enumerate(md.renderer.render(tokens, md.options, {}).split(FIGURE)):
+        pdf.write_html(part, font_family=FONT, tag_styles=styles)
+        if i < len(figures):
+            _figure(pdf, *figures[i])
     with atomic_path(pdf_path) as tmp:
         pdf.output(str(tmp))
     return pdf_path
 
 
-def _size_figures(tokens, pdf, source: Path) -> None:
-    """Give each figure on a line of its own its size (fitted to the page) and a caption."""
+def _take_figures(tokens, source: Path) -> list:
+    """Replace each figure on a line of its own by a marker; return (path, caption, height/width)."""
     from PIL import Image
 
-    for i in reversed(range(len(tokens) - 1)):  # backwards: captions are inserted as it goes
-        para, inline = tokens[i], tokens[i + 1]
-        images = [t for t in inline.children or () if t.type == "image"]
-        if para.type != "paragraph_open" or len(images) != 1:
+    figures = []
+    for i in range(len(tokens) - 2):
+        images = [t for t in tokens[i + 1].children or () if t.type != "text" or t.content.strip()]
+        if tokens[i].type != "paragraph_open" or [t.type for t in images] != ["image"]:
             continue
-        image, src = images[0], images[0].attrGet("src")
+        path = source.parent / images[0].attrGet("src")
         try:
-            with Image.open(source.parent / src) as im:
-                ratio = im.height / im.width
+            with Image.open(path) as im:
+                figures.append((path, images[0].content, im.height / im.width))
         except (OSError, ValueError) as err:
-            raise LabError(f"{source}: figure {src} cannot be read ({one_line(err)}); the notebook "
-                           f"must save it to {source.parent}/ before writing the report") from None
-        w = min(pdf.epw, MAX_FIGURE_HEIGHT / ratio)  # millimetres; <img> sizes are in points
-        image.attrSet("width", f"{w * pdf.k:.1f}")
-        image.attrSet("height", f"{w * ratio * pdf.k:.1f}")
-        para.attrSet("align", "center")
-        caption = f'<p align="center"><font size="9"><i>{html.escape(image.content)}</i></font></p>'
-        tokens.insert(i + 3, type(image)("html_block", "", 0, content=caption))
+            raise LabError(f"{source}: figure {images[0].attrGet('src')} cannot be read "
+                           f"({one_line(err)}); the notebook must save it to {source.parent}/ "
+                           "before writing the report") from None
+        tokens[i:i + 3] = [type(tokens[i])("html_block", "", 0, content=FIGURE)] + [
+            type(tokens[i])("text", "", 0)] * 2  # same length: the loop's indices stay valid
+    return figures
+
+
+def _figure(pdf, path: Path, caption: str, ratio: float) -> None:
+    """A figure fitted to the page width (and MAX_FIGURE_HEIGHT), centred, its caption below."""
+    w = min(pdf.epw, MAX_FIGURE_HEIGHT / ratio)
+    if pdf.will_page_break(w * ratio + 12):
+        pdf.add_page()
+    pdf.ln(3)
+    pdf.image(str(path), x="C", w=w)
+    pdf.set_font(FONT, "I", 9)
+    pdf.multi_cell(0, 5, caption, align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
 
 
 def _size_tables(tokens, pdf) -> None:
