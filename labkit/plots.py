@@ -30,7 +30,7 @@ def faces(images, titles=(), colors=(), ncols: int = 8, title: str | None = None
     """A grid of raw 0..255 faces, each with an optional caption (and caption colour)."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 2.0 * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH / 8 * ncols, 1.5 * nrows), squeeze=False,
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
