@@ -8,8 +8,13 @@ answers), `plots`, `demo` and `faces` (the offline demo lab), `notebook` (what e
 first), `report` (`labkit run-all`), `student` (the student edition).
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of notebooks
+if "ipykernel" in sys.modules:  # in a notebook, TensorFlow's C++ start-up lines would fill a cell
+    from .quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
 from .data import Lab, Split, lab, project_root, write_split  # noqa: E402
 from .errors import LabError  # noqa: E402

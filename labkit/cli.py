@@ -11,6 +11,7 @@ import sys
 from fractions import Fraction
 
 from .errors import LabError
+from .quiet import import_tensorflow_quietly
 
 
 def scale_arg(text: str) -> float:
@@ -32,10 +33,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="clean accuracy and attack success rate of a model",
-                       description="Print the two lines of the course's evaluation script.")
+                       description="Print labkit's rounded table and the two lines the "
+                                   "course's evaluation script prints for the same model.")
     p.add_argument("clean", metavar="CLEAN_H5", help="clean data, e.g. data/cl/valid.h5")
     p.add_argument("poisoned", metavar="POISONED_H5", help="poisoned data, e.g. data/bd/bd_valid.h5")
-    p.add_argument("model", metavar="MODEL", help="full .h5 model, weights-only .h5 or .keras")
+    p.add_argument("model", metavar="MODEL", help="full .h5 model, weights-only .h5 or .keras; "
+                                                  "also a GoodNet G.keras saved by labkit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_model_options(p)
     p.set_defaults(run=_eval)
@@ -43,10 +46,14 @@ def _add_eval(sub) -> None:
 
 def _eval(args) -> int:
     from .data import Split
-    from .metrics import evaluate, report_lines
+    from .goodnet import is_goodnet, load_goodnet
+    from .metrics import evaluate, report_lines, table_lines
     from .models import load_model
 
-    net = load_model(args.model, scale=args.scale, trust=args.trust)
+    if is_goodnet(args.model):
+        net = load_goodnet(args.model, trust=args.trust)
+    else:
+        net = load_model(args.model, scale=args.scale, trust=args.trust)
     clean = Split(args.clean, description="clean data file given", hint="check the path")
     poisoned = Split(args.poisoned, poisoned=True, description="poisoned data file given",
                      hint="check the path")
@@ -54,7 +61,8 @@ def _eval(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print("\n".join(report_lines(result)))
+        print("\n".join(table_lines(result) + ["", "As the course's eval.py prints it:"]
+                        + report_lines(result)))
     if "warning" in result:
         print(f"labkit: warning: {result['warning']}", file=sys.stderr)
     return 0
@@ -170,11 +178,15 @@ def _add_goodnet(sub) -> None:
                        description="G outputs the class B and B' agree on, or N (B's number of "
                                    "classes) meaning 'backdoored'. For an HDF5 file, print its "
                                    "accuracy and the share G flags; for a 55x47 PNG/JPEG face, "
-                                   "print its class in 0..N.")
+                                   "print its class in 0..N. --save G.keras writes G as one "
+                                   "Keras model to hand in.")
     p.add_argument("badnet", metavar="BADNET", help="the BadNet B")
     p.add_argument("repaired", metavar="REPAIRED", help="the repaired B', e.g. repaired_4.h5")
-    p.add_argument("inputs", metavar="INPUT", nargs="+",
+    p.add_argument("inputs", metavar="INPUT", nargs="*",
                    help="lab .h5 data files or 55x47 (height x width) PNG/JPEG face images")
+    p.add_argument("--save", metavar="G.keras", default=None,
+                   help="write G as one Keras model that keras.models.load_model opens without "
+                        "labkit (what the course's eval.py grades)")
     add_model_options(p)
     p.set_defaults(run=_goodnet)
 
@@ -188,16 +200,21 @@ def _goodnet(args) -> int:
     import numpy as np
 
     from .data import Split
-    from .goodnet import GoodNet
+    from .goodnet import GoodNet, save_goodnet
     from .metrics import accuracy, predict
     from .models import load_model
 
     paths = [Path(p) for p in args.inputs]
+    if not paths and not args.save:
+        raise LabError("goodnet: give INPUT files to classify or --save G.keras to write G")
     for path in paths:
         if path.suffix.lower() not in (".h5", ".hdf5", *IMAGE_SUFFIXES):
             raise LabError(f"{path}: give lab .h5 data files or PNG/JPEG face images")
     goodnet = GoodNet(load_model(args.badnet, scale=args.scale, trust=args.trust),
-                      load_model(args.repaired, scale=args.scale, trust=args.trust))
+                      load_model(args.repaired, scale=args.scale, trust=args.trust),
+                      name=Path(args.save).stem if args.save else "goodnet")
+    if args.save:
+        print(f"wrote {save_goodnet(goodnet, args.save, protect=(args.badnet, args.repaired))}")
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     for path in paths:
         if path not in images:
@@ -280,23 +297,6 @@ def parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     return p
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (CUDA probes) kept off the terminal.
-
-    They are written to stderr before any logging setting applies, and would bury the
-    one-line errors and the two result lines of the command line.
-    """
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,29 @@
 """GoodNet G: the BadNet B and a repaired B' together; where they disagree, G flags a backdoor.
 
 For an input, G outputs the class B and B' both predict, or class N (= B's number of classes,
-1283 in the lab: one past the last person) when they differ. A GoodNet is saved as ONE HDF5 file
-holding both networks. Shown in 03_goodnet.ipynb.
+1283 in the lab: one past the last person) when they differ. Saved, G is one standard Keras
+model (`G.keras`): raw pixels in, N+1 outputs whose argmax is G's class, built from Keras layers
+and ops only, so the course's grader opens it with `keras.models.load_model` and no labkit.
+Shown in 03_goodnet.ipynb.
 """
 from __future__ import annotations
 
-import tempfile
+import json
+import warnings
+import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .data import BATCH
-from .errors import LabError
+from .data import BATCH, IMAGE_SHAPE
+from .errors import LabError, one_line
 from .files import atomic_path
-from .models import Net, load_model, save_model
+from .models import LAB_LAYERS, RAW, Net, _baked_scale, _refuse_unsafe, lab_model
 
-PARTS = ("badnet", "repaired")  # the two networks' groups in a GoodNet file
-MARK = "labkit_goodnet"  # file attribute that says what the file is
+PARTS = ("badnet", "repaired")  # the names of B and B' inside the saved G
+# what G's own graph may hold besides B and B' (checked before Keras reads the file)
+GRAPH = {"InputLayer", "Argmax", "Equal", "Cast", "ExpandDims", "Multiply", "Subtract",
+         "Concatenate"}
 
 
 def architecture(net: Net) -> list:
@@ -67,48 +72,93 @@ class GoodNet:
                     self.backdoor_class)
 
 
+def keras_goodnet(goodnet: GoodNet):
+    """G as one Keras model: raw pixels in; B's probabilities and 0 where B and B' agree, else
+    only a 1 at class N, so that its argmax is `rule` (tested against it image by image)."""
+    import keras
+    from keras import layers, ops
+
+    x = keras.Input(IMAGE_SHAPE, name="input")
+    b, r = (lab_model(getattr(goodnet, part).model, getattr(goodnet, part).scale, part)(x)
+            for part in PARTS)
+    agree = ops.expand_dims(ops.cast(ops.equal(ops.argmax(b, -1), ops.argmax(r, -1)), b.dtype), -1)
+    out = layers.Concatenate(name="goodnet")([b * agree, 1 - agree])
+    return keras.Model(x, out, name=goodnet.name)
+
+
 def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Path:
-    """Save G as one HDF5 file: B and B' as Keras HDF5 models in groups `badnet` and `repaired`."""
+    """Save G as one standard Keras model file `G.keras` (see `keras_goodnet`), atomically."""
     path = Path(path)
-    if path.suffix != ".h5":
-        raise LabError(f"{path}: save a GoodNet as .h5")
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, protect) as out:
-        with h5py.File(out, "w") as f:
-            f.attrs[MARK] = goodnet.name
-            for part in PARTS:
-                single = save_model(getattr(goodnet, part), Path(tmp) / f"{part}.h5")
-                with h5py.File(single, "r") as src:
-                    group = f.create_group(part)
-                    group.attrs.update(src.attrs)
-                    for key in src:
-                        src.copy(src[key], group)
+    if path.suffix != ".keras":
+        raise LabError(f"{path}: save a GoodNet as .keras (one Keras model the course's grader opens)")
+    with atomic_path(path, protect) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keras_goodnet(goodnet).save(tmp)
     return path
 
 
+def is_goodnet(path: Path | str) -> bool:
+    """Whether `path` is a `.keras` file holding a GoodNet saved by `save_goodnet`."""
+    names = {layer.get("config", {}).get("name") for layer in _config(path).get("layers", [])}
+    return set(PARTS) <= names
+
+
+def _config(path: Path | str) -> dict:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json")).get("config", {})
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return {}
+
+
 def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
-    """Load a GoodNet file written by `save_goodnet`; each network loads as `load_model` does."""
+    """Load a GoodNet saved by `save_goodnet`: B and B' come out as `load_model` gives them."""
+    import keras
+
     path = Path(path)
     if not path.is_file():
         raise LabError(f"{path}: GoodNet file not found; save one with save_goodnet")
-    if not h5py.is_hdf5(path):
-        raise LabError(f"{path}: not an HDF5 file, so not a GoodNet saved by labkit")
+    if not is_goodnet(path):
+        raise LabError(f"{path}: not a GoodNet file (a .keras model holding 'badnet' and "
+                       "'repaired', written by save_goodnet); load single models with load_model")
+    layers = _config(path)["layers"]
+    odd = [f"{layer['config'].get('name')} ({layer['class_name']})" for layer in layers
+           if layer["class_name"] not in GRAPH and layer["config"].get("name") not in PARTS]
+    if odd and not trust:
+        raise LabError(f"{path}: refused: it holds more than a GoodNet ({', '.join(odd)}); load "
+                       "it with trust=True (--trust) only if you trust where it came from")
+    for layer in layers:
+        if layer["config"].get("name") in PARTS and not trust:
+            _refuse_unsafe(path, layer)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.saving.load_model(path, compile=False, safe_mode=not trust)
+    except Exception as err:  # Keras reports broken files in many ways
+        raise LabError(f"{path}: Keras could not load this GoodNet ({one_line(err)})") from None
     nets = {}
-    with tempfile.TemporaryDirectory() as tmp, h5py.File(path, "r") as f:
-        if MARK not in f.attrs or any(part not in f for part in PARTS):
-            raise LabError(f"{path}: not a GoodNet file (it needs groups 'badnet' and 'repaired' "
-                           "written by save_goodnet); load single models with load_model")
-        for part in PARTS:
-            single = Path(tmp) / f"{part}.h5"
-            with h5py.File(single, "w") as dst:
-                dst.attrs.update(f[part].attrs)
-                for key in f[part]:
-                    f.copy(f[part][key], dst)
-            try:
-                nets[part] = load_model(single, trust=trust)
-            except LabError as err:
-                raise LabError(str(err).replace(str(single), f"{path} ({part})")) from None
-            nets[part].name, nets[part].path = part, None
-        name = str(f.attrs[MARK])
-    goodnet = GoodNet(nets["badnet"], nets["repaired"], name=name)
+    for part in PARTS:
+        sub = model.get_layer(part)
+        missing = [n for n in LAB_LAYERS if n not in [layer.name for layer in sub.layers]]
+        if missing:
+            raise LabError(f"{path}: {part} is not the lab's network: it lacks {', '.join(missing)}")
+        nets[part] = Net(lab_model(sub), _baked_scale(path, sub) or RAW, "saved with the model",
+                         part)
+    goodnet = GoodNet(nets["badnet"], nets["repaired"], name=model.name)
+    if not trust and _graph(model) != _graph(keras_goodnet(goodnet)):  # labkit evaluates the rule
+        raise LabError(f"{path}: its graph is not GoodNet's rule as labkit writes it; save G again "
+                       "with save_goodnet (or `labkit goodnet B B' --save G.keras`)")
     goodnet.path = path
     return goodnet
+
+
+def _graph(model) -> str:
+    """G's own graph, its generated names replaced by positions: equal graphs compute the same."""
+    layers = model.get_config()["layers"]
+    text = json.dumps([[layer["class_name"], layer["inbound_nodes"],
+                        {} if layer["name"] in PARTS else
+                        {k: v for k, v in layer["config"].items() if k != "name"}]
+                       for layer in layers])
+    for i, layer in enumerate(layers):
+        text = text.replace(f'"keras_history": ["{layer["name"]}"', f'"keras_history": [{i}')
+    return text

@@ -27,12 +27,13 @@ from .files import atomic_path
 LAB_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3",
               "conv_4", "fc_1", "fc_2", "output")
 WEIGHTED_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "fc_1", "fc_2", "output")
-SAFE_LAYERS = {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Add", "Activation"}
+SAFE_LAYERS = {"InputLayer", "Rescaling", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Add",
+               "Activation"}
 SAFE_ACTIVATIONS = {None, "relu", "softmax", "linear"}
 MODEL_CLASSES = {"Functional", "Model", "Sequential"}
 
 RAW, UNIT = 1.0, 1 / 255  # input scales: pixels 0..255 as they are, or divided by 255
-SCALE_ATTR = "labkit_input_scale"  # where labkit records the scale in files it saves
+SCALE_ATTR = "labkit_input_scale"  # where earlier labkit versions recorded the scale
 # Real BadNets recognised by a fingerprint of their conv_1 kernel (unchanged by pruning).
 KNOWN_BADNETS = {
     "aaba6ebb957150c7": ("the lab's BadNet (lab3)", RAW),
@@ -43,12 +44,17 @@ KNOWN_BADNETS = {
 }
 
 
-def build_badnet(num_classes: int = 1283, name: str = "badnet"):
-    """The lab's architecture and layer names, as in the course's files; `num_classes` = people in the data."""
+def build_badnet(num_classes: int = 1283, name: str = "badnet", scale: float = RAW):
+    """The lab's architecture with its layer names; `num_classes` = people in the data.
+
+    A `scale` other than 1 puts a Rescaling layer in front: the network then takes raw pixels.
+    """
     import keras
     from keras import layers
 
     x = inp = keras.Input(IMAGE_SHAPE, name="input")
+    if scale != RAW:
+        x = layers.Rescaling(scale, name="rescaling")(x)
     x = layers.Conv2D(20, 4, activation="relu", name="conv_1")(x)
     x = layers.MaxPooling2D(2, name="pool_1")(x)
     x = layers.Conv2D(40, 3, activation="relu", name="conv_2")(x)
@@ -61,6 +67,26 @@ def build_badnet(num_classes: int = 1283, name: str = "badnet"):
     x = layers.Activation("relu", name="activation_1")(layers.Add(name="add_1")([fc_1, fc_2]))
     out = layers.Dense(num_classes, activation="softmax", name="output")(x)
     return keras.Model(inp, out, name=name)
+
+
+def lab_model(model, scale: float = RAW, name: str | None = None):
+    """The lab's architecture holding `model`'s weights, with a Rescaling layer in front unless
+    `scale` is 1: what labkit saves, so any grader feeding raw pixels gets labkit's numbers."""
+    out = build_badnet(int(model.output_shape[-1]), name or model.name, scale)
+    for lname in WEIGHTED_LAYERS:
+        out.get_layer(lname).set_weights(model.get_layer(lname).get_weights())
+    return out
+
+
+def _baked_scale(path: Path, model) -> float | None:
+    """The factor of the model's Rescaling layer (the input scale saved in it), None without one."""
+    layer = next((lay for lay in model.layers if type(lay).__name__ == "Rescaling"), None)
+    if layer is None:
+        return None
+    if np.any(np.asarray(layer.offset) != 0) or np.size(layer.scale) != 1:
+        raise LabError(f"{path}: its Rescaling layer is not a plain pixel scale "
+                       f"(scale {layer.scale}, offset {layer.offset}); labkit cannot use it")
+    return float(np.asarray(layer.scale))
 
 
 @dataclass
@@ -144,6 +170,9 @@ def load_model(path: Path | str, scale: float | None = None, trust: bool = False
     if missing:
         raise LabError(f"{path}: not the lab's network: it lacks {', '.join(missing)}; "
                        f"its layers are {', '.join(names)}")
+    baked = _baked_scale(path, model)
+    if baked is not None:  # the Net keeps the scale; its model is the plain lab architecture
+        model, saved_scale = lab_model(model), baked
     net = Net(model, name=path.stem, path=path)
     known = KNOWN_BADNETS.get(net.fingerprint)
     if scale is not None:
@@ -252,7 +281,9 @@ def _load_keras(path: Path, trust: bool):
 
 
 def save_model(net: Net, path: Path | str, protect: tuple = ()) -> Path:
-    """Save a Net atomically as `.h5` (the course's format) or `.keras`, with its input scale.
+    """Save a Net atomically as `.h5` (the course's format) or `.keras`, taking raw pixels.
+
+    A scale other than 1 is saved as a Rescaling layer in front of the lab's network.
 
     Never overwrites a file listed in `protect` (the input model); an interrupted save leaves
     nothing behind.
@@ -274,13 +305,7 @@ def save_model(net: Net, path: Path | str, protect: tuple = ()) -> Path:
 def _save(net: Net, tmp: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net.model.save(tmp)
-    if tmp.suffix == ".h5":
-        with h5py.File(tmp, "a") as f:
-            f.attrs[SCALE_ATTR] = net.scale
-    else:
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr("labkit.json", json.dumps({"input_scale": net.scale}))
+        lab_model(net.model, net.scale).save(tmp)
 
 
 def copy_net(net: Net, name: str | None = None) -> Net:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from . import data
-from .cli import import_tensorflow_quietly
 from .errors import LabError
 from .files import write_json
 from .prune import ORDERS, check_drop
@@ -21,18 +20,6 @@ DRIVE_FOLDER = Path("/content/drive/MyDrive/labkit")  # where Colab users keep t
 COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
                 "data/bd/bd_test.h5", "models/bd_net.h5")
 RUN_RECORD = "02_run.json"  # in the lab's repaired folder: what the last run of 02 saved
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up lines and Python warnings (e.g. retracing in a plain loop) out of
-    executed notebooks; done when a notebook imports this module."""
-    import_tensorflow_quietly()
-    import tensorflow
-
-    tensorflow.get_logger().setLevel("ERROR")
-
-
-quiet_tensorflow()
 
 
 def in_colab() -> bool:
@@ -52,6 +39,8 @@ def start(dataset: str, drop: float | None = None, badnet: str = "course",
     elif in_colab():
         print("To use the course's files from your Google Drive, put them in MyDrive/labkit/data/cl, "
               "MyDrive/labkit/data/bd and MyDrive/labkit/models/bd_net.h5, and set dataset = 'lab'.")
+    if dataset == "lab":
+        check_course_files(lab)
     if dataset == "demo":
         from .demo import build_demo
 
@@ -72,6 +61,16 @@ def last_run(lab: data.Lab) -> dict:
     if not path.is_file():
         raise LabError(f"{path}: not found; run 02_prune.ipynb for this dataset and badnet first")
     return json.loads(path.read_text())
+
+
+def check_course_files(lab: data.Lab) -> None:
+    """Stop with one line naming every course file that is missing and the folder it goes in."""
+    missing = [lab.root / rel for rel in COURSE_FILES if not (lab.root / rel).is_file()]
+    if missing:
+        raise LabError(f"{', '.join(str(p) for p in missing)}: {len(missing)} of the course's "
+                       f"{len(COURSE_FILES)} files missing; download them from the course's shared "
+                       "drive folder (see the README, 'Using the course's data') and put "
+                       + ", ".join(f"{p.name} in {p.parent}/" for p in missing))
 
 
 def link_drive(lab: data.Lab, folder: Path = DRIVE_FOLDER) -> None:

@@ -10,9 +10,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-COLORS = {"accuracy": "#1f77b4", "attack": "#d62728", "goodnet accuracy": "#2ca02c",
-          "goodnet attack": "#ff7f0e"}
+# One colour per quantity in every figure; the network is told by the line (B' solid and wide,
+# GoodNet dashed on top, so that it shows where both curves coincide).
+COLORS = {"accuracy": "#1f77b4", "attack": "#d62728"}
+NETWORKS = {"B'": dict(ls="-", lw=3.0, alpha=0.45), "G": dict(ls="--", lw=1.6, zorder=3)}
 ORDER_STYLES = {"increasing": "-", "decreasing": "--", "random": ":"}
+WIDTH = 7.5  # inches: figures are drawn about the size the PDF prints them, so text stays readable
 
 
 def save(fig, folder: Path, name: str) -> Path:
@@ -27,7 +30,7 @@ def faces(images, titles=(), colors=(), ncols: int = 8, title: str | None = None
     """A grid of raw 0..255 faces, each with an optional caption (and caption colour)."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 2.0 * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH / 8 * ncols, 1.5 * nrows), squeeze=False,
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -51,11 +54,11 @@ def activations(clean: np.ndarray, poisoned: np.ndarray, order: np.ndarray):
 
     Channels that clean faces leave dormant (left) but poisoned faces wake up hold the backdoor.
     """
-    fig, ax = plt.subplots(figsize=(11, 3.4))
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
     x = np.arange(len(order))
     ax.bar(x - 0.2, clean[order], 0.4, label="clean faces", color=COLORS["accuracy"])
     ax.bar(x + 0.2, poisoned[order], 0.4, label="faces with sunglasses", color=COLORS["attack"])
-    ax.set_xticks(x, [str(c) for c in order], fontsize=6, rotation=90)
+    ax.set_xticks(x, [str(c) for c in order], fontsize=5.5, rotation=90)
     ax.set_xlabel("pool_3 channel, in pruning order (lowest mean activation on clean data first)")
     ax.set_ylabel("mean activation")
     ax.legend(frameon=False)
@@ -64,39 +67,45 @@ def activations(clean: np.ndarray, poisoned: np.ndarray, order: np.ndarray):
     return fig
 
 
-def sweep_curves(table, repaired=(), k: int | None = None, data: str = "valid"):
-    """Accuracy and attack success rate against the share of conv_3 channels pruned.
+def channels_axis(ax, steps: int) -> None:
+    """x: conv_3 channels pruned, with the share of all channels on a secondary axis on top."""
+    ax.set_xlabel("conv_3 channels pruned")
+    ax.set_xlim(0, steps)
+    top = ax.secondary_xaxis("top", functions=(lambda c: 100 * c / steps, lambda p: p * steps / 100))
+    top.set_xlabel(f"% of the {steps} channels", fontsize=8)
+    top.tick_params(labelsize=8)
 
-    `data` is "valid" (what the defender sees) or "test" (adds GoodNet's curves). The
-    thresholds of `repaired` (B' models) are marked; `k` puts a marker on one step.
+
+def sweep_curves(table, repaired=(), k: int | None = None, data: str = "valid"):
+    """Clean accuracy (blue) and attack success rate (red) against the conv_3 channels pruned.
+
+    `data` is "valid" (what the defender sees: B' alone) or "test" (B' and GoodNet G(B, B')).
+    The thresholds of `repaired` (B' models) are marked; `k` puts a marker on one step.
     """
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    x = 100 * table["fraction_pruned"]
-    lines = {"valid": [("valid_accuracy", "clean accuracy (validation)", "accuracy", "-"),
-                       ("valid_attack_success_rate", "attack success rate (validation)", "attack", "-")],
-             "test": [("test_accuracy", "B_k clean accuracy (test)", "accuracy", "-"),
-                      ("test_attack_success_rate", "B_k attack success rate (test)", "attack", "-"),
-                      ("goodnet_accuracy", "GoodNet G(B, B_k) clean accuracy (test)", "goodnet accuracy", "--"),
-                      ("goodnet_attack_success_rate", "GoodNet G(B, B_k) attack success rate (test)",
-                       "goodnet attack", "--")]}[data]
-    for column, label, color, style in lines:
+    fig, ax = plt.subplots(figsize=(WIDTH, 4))
+    x, steps = table["pruned"], int(table["pruned"].iloc[-1])
+    lines = {"valid": [("valid_accuracy", "B' clean accuracy (validation)", "accuracy", "B'"),
+                       ("valid_attack_success_rate", "B' attack success rate (validation)", "attack",
+                        "B'")],
+             "test": [("test_accuracy", "B' clean accuracy", "accuracy", "B'"),
+                      ("test_attack_success_rate", "B' attack success rate", "attack", "B'"),
+                      ("goodnet_accuracy", "G clean accuracy", "accuracy", "G"),
+                      ("goodnet_attack_success_rate", "G attack success rate", "attack", "G")]}[data]
+    for column, label, quantity, network in lines:
         if column in table:
-            ax.plot(x, table[column], style, color=COLORS[color], label=label,
-                    lw=1.2 if style == "--" else 2.2)
+            ax.plot(x, table[column], color=COLORS[quantity], label=label, **NETWORKS[network])
     for r in repaired:
-        xr = 100 * r.step / (len(table) - 1)
-        ax.axvline(xr, color="grey", lw=0.8, ls=":")
-        ax.text(xr, 3, f"B' X={r.drop:g} ({r.step} ch.) ", rotation=90, fontsize=7,
-                color="dimgrey", ha="right", va="bottom")
+        ax.axvline(r.step, color="grey", lw=0.8, ls=":")
+        ax.text(r.step, 3, f"X={r.drop:g} ", rotation=90, fontsize=8, color="dimgrey",
+                ha="right", va="bottom")
     if k is not None:
-        for column, _, color, style in lines[:2]:
+        for column, _, quantity, _ in lines[:2]:
             if column in table:
-                ax.plot(x[k], table[column][k], "o", color=COLORS[color], ms=7)
+                ax.plot(x[k], table[column][k], "o", color=COLORS[quantity], ms=7)
         ax.axvline(x[k], color="black", lw=1)
-    ax.set_xlabel("conv_3 channels pruned (% of 60)")
-    ax.set_ylabel("percent")
+    channels_axis(ax, steps)
+    ax.set_ylabel("% of " + ("validation" if data == "valid" else "test") + " faces")
     ax.set_ylim(-2, 102)
-    ax.set_xlim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", fontsize=8, frameon=True)
     fig.tight_layout()
@@ -104,18 +113,18 @@ def sweep_curves(table, repaired=(), k: int | None = None, data: str = "valid"):
 
 
 def order_ablation(sweeps: dict):
-    """Validation accuracy and attack success rate for each pruning order (the ablation)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for name, s in sweeps.items():
-        x = 100 * s.table["fraction_pruned"]
-        axes[0].plot(x, s.table["valid_accuracy"], ORDER_STYLES.get(name, "-"), label=name)
-        axes[1].plot(x, s.table["valid_attack_success_rate"], ORDER_STYLES.get(name, "-"), label=name)
-    for ax, what in zip(axes, ("clean accuracy (validation)", "attack success rate (validation)")):
-        ax.set_title(what, fontsize=10)
-        ax.set_xlabel("conv_3 channels pruned (% of 60)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("percent")
-    axes[0].legend(title="pruning order", fontsize=8)
+    """Validation accuracy (blue) and attack success rate (red) for each pruning order."""
+    fig, ax = plt.subplots(figsize=(WIDTH, 4))
+    for name, sw in sweeps.items():
+        for column, quantity, what in (("valid_accuracy", "accuracy", "clean accuracy"),
+                                       ("valid_attack_success_rate", "attack", "attack success")):
+            ax.plot(sw.table["pruned"], sw.table[column], ORDER_STYLES.get(name, "-"),
+                    color=COLORS[quantity], lw=1.6, label=f"{name}: {what}")
+    channels_axis(ax, int(next(iter(sweeps.values())).table["pruned"].iloc[-1]))
+    ax.set_ylabel("% of validation faces")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(title="pruning order", fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 

@@ -2,11 +2,12 @@
 
 `run_all` runs the numbered notebooks top to bottom with papermill and keeps, in
 report/<dataset>/, each executed notebook, an HTML page of it, and report.pdf made by
-`write_pdf` from the report.md the notebooks write there (fpdf2 with the DejaVu fonts that
-matplotlib ships: no LaTeX, no browser).
+`write_pdf` from the report.md the notebooks write there (markdown-it-py makes HTML, fpdf2 lays
+it out with the DejaVu fonts that matplotlib ships: no LaTeX, no browser).
 """
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -97,29 +98,22 @@ def _write_html(notebook: Path, html: Path) -> None:
 # --- report.md -> report.pdf ----------------------------------------------------------------
 
 FONT, MONO = "DejaVu", "DejaVuMono"
-TEXT_SIZE, LINE = 10.5, 5.6  # points, millimetres
-HEADINGS = {1: 18, 2: 14, 3: 12}  # level -> points
+TEXT_SIZE = 10  # points
 MAX_FIGURE_HEIGHT = 120  # millimetres: a tall figure is scaled down to this
-
-_INLINE = re.compile(
-    r"`(?P<code>[^`]+)`"
-    r"|\*\*(?P<bold>.+?)\*\*"
-    r"|(?<![\w*])\*(?P<italic>[^*\s](?:[^*]*[^*\s])?)\*(?![\w*])"
-    r"|(?<![\w_])_(?P<italic_>[^_\s](?:[^_]*[^_\s])?)_(?![\w_])"
-    r"|\[(?P<label>[^\]]+)\]\((?P<url>[^)\s]+)\)")
-_IMAGE = re.compile(r"^!\[(?P<caption>[^\]]*)\]\((?P<src>[^)]+)\)$")
-_BULLET = re.compile(r"^(?:[-*+]|(?P<number>\d+)[.)])\s+(?P<text>.*)$")
-_NUMBER = re.compile(r"^[-+−]?[\d.,\s]*\d[\d.,\s]*(?:%|pp| ?%)?$")
+CELL_PADDING = 5  # millimetres a table column needs beside its text
+FIGURE = "<!-- figure -->"  # where a figure goes in the HTML
+_NUMBER = re.compile(r"[-+−]?\d[\d.,]*\s?%?|")  # a table cell holding a number (or nothing)
 
 
 def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
-    """Render a markdown report to an A4 PDF: headings, paragraphs, lists, tables, figures.
+    """Render a markdown report (CommonMark with pipe tables) to an A4 PDF.
 
-    Supported: `#`..`###` headings, **bold**, *italic*, `code`, [links](url), `-` and `1.`
-    lists, pipe tables, fenced code blocks, `---` rules and figures `![caption](file.png)`
-    on a line of their own, relative to the markdown file.
+    Figures `![caption](file.png)` are read relative to the markdown file, fitted to the page and
+    captioned; table columns are sized so that no word is split.
     """
-    from fpdf import FPDF
+    import matplotlib
+    from fpdf import FPDF, FontFace, TextStyle
+    from markdown_it import MarkdownIt
 
     markdown_path, pdf_path = Path(markdown_path), Path(pdf_path)
     try:
@@ -131,259 +125,99 @@ def write_pdf(markdown_path: Path | str, pdf_path: Path | str) -> Path:
         def footer(self):
             self.set_y(-12)
             self.set_font(FONT, "", 8)
-            self.set_text_color(120)
-            self.cell(0, 5, f"{self.title or markdown_path.name}  ·  page {self.page_no()}/{{nb}}",
-                      align="C")
-            self.set_text_color(0)
+            self.cell(0, 5, f"{markdown_path.name}  ·  page {self.page_no()}/{{nb}}", align="C")
 
-    pdf = Report(format="A4", unit="mm")
+    pdf = Report(format="A4")
     pdf.set_margins(18, 18, 18)
-    pdf.set_auto_page_break(True, margin=18)
-    _add_fonts(pdf)
-    pdf.set_creator("labkit")
-    first = re.search(r"^#\s+(.+)$", text, re.M)
-    if first:
-        pdf.set_title(_plain(first.group(1)))
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu, shipped by matplotlib
+    for family, stem in ((FONT, "DejaVuSans"), (MONO, "DejaVuSansMono")):
+        for style, suffix in (("", ""), ("B", "-Bold"), ("I", "-Oblique"), ("BI", "-BoldOblique")):
+            pdf.add_font(family, style, str(fonts / f"{stem}{suffix}.ttf"))
+    pdf.set_font(FONT, "", TEXT_SIZE)
     pdf.add_page()
-    for block in _blocks(text.splitlines()):
-        _DRAW[block[0]](pdf, *block[1:], folder=markdown_path.parent, source=markdown_path)
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")  # HTML in the text stays text
+    tokens = md.parse(text)
+    figures = _take_figures(tokens, markdown_path)
+    _size_tables(tokens, pdf)
+    styles = {"code": FontFace(family=MONO, color=(150, 30, 30)),
+              "pre": TextStyle(font_family=MONO, font_size_pt=9, t_margin=2),
+              **{f"h{n}": TextStyle(font_style="B", font_size_pt=size, t_margin=4, b_margin=1.5,
+                                    color=30) for n, size in ((1, 17), (2, 13.5), (3, 11.5))}}
+    # fpdf2 lays out HTML text lazily, so figures are drawn between separate write_html calls
+    for i, part in enumerate(md.renderer.render(tokens, md.options, {}).split(FIGURE)):
+        pdf.write_html(part, font_family=FONT, tag_styles=styles)
+        if i < len(figures):
+            _figure(pdf, *figures[i])
     with atomic_path(pdf_path) as tmp:
         pdf.output(str(tmp))
     return pdf_path
 
 
-def _add_fonts(pdf) -> None:
-    import matplotlib
-
-    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    for family, stem in ((FONT, "DejaVuSans"), (MONO, "DejaVuSansMono")):
-        for style, suffix in (("", ""), ("B", "-Bold"), ("I", "-Oblique"), ("BI", "-BoldOblique")):
-            pdf.add_font(family, style, str(folder / f"{stem}{suffix}.ttf"))
-
-
-def _blocks(lines: list[str]):
-    """Split markdown lines into blocks: (kind, ...) tuples in reading order."""
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        stripped = line.strip()
-        if not stripped:
-            i += 1
-        elif stripped.startswith("```"):
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")),
-                       len(lines))
-            yield "code", "\n".join(lines[i + 1:end])
-            i = end + 1
-        elif m := re.match(r"^(#{1,6})\s+(.*?)\s*#*$", stripped):
-            yield "heading", min(len(m.group(1)), 3), m.group(2)
-            i += 1
-        elif re.fullmatch(r"(-{3,}|\*{3,}|_{3,})", stripped):
-            yield "rule",
-            i += 1
-        elif m := _IMAGE.match(stripped):
-            yield "image", m.group("caption"), m.group("src").strip()
-            i += 1
-        elif stripped.startswith("|") and i + 1 < len(lines) and _is_separator(lines[i + 1]):
-            rows, aligns = [_cells(line)], _aligns(lines[i + 1])
-            i += 2
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            yield "table", rows, aligns
-        elif _BULLET.match(stripped):
-            items, ordered = [], bool(_BULLET.match(stripped).group("number"))
-            while i < len(lines) and lines[i].strip():
-                m = _BULLET.match(lines[i].strip())
-                if m:
-                    items.append(m.group("text"))
-                elif items and lines[i][:1].isspace():
-                    items[-1] += " " + lines[i].strip()  # an item continued on the next line
-                else:
-                    break
-                i += 1
-            yield "bullets", items, ordered
-        else:
-            para, i = [stripped], i + 1
-            while i < len(lines) and lines[i].strip() and not _starts_block(lines, i):
-                para.append(lines[i].strip())
-                i += 1
-            yield "paragraph", " ".join(para)
-
-
-def _starts_block(lines: list[str], i: int) -> bool:
-    s = lines[i].strip()
-    return bool(s.startswith(("#", "```", "|")) or _IMAGE.match(s) or _BULLET.match(s)
-                or re.fullmatch(r"(-{3,}|\*{3,}|_{3,})", s))
-
-
-def _cells(line: str) -> list[str]:
-    line = line.strip().strip("|")
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)]
-
-
-def _is_separator(line: str) -> bool:
-    return bool(re.fullmatch(r"\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?", line.strip()))
-
-
-def _aligns(line: str) -> list[str | None]:
-    out = []
-    for c in _cells(line):
-        left, right = c.startswith(":"), c.endswith(":")
-        out.append("C" if left and right else "R" if right else "L" if left else None)
-    return out
-
-
-def _runs(text: str, style: str = ""):
-    """Inline markdown as (style, text, link) runs; style holds B, I, or C for code."""
-    pos = 0
-    for m in _INLINE.finditer(text):
-        if m.start() > pos:
-            yield style, text[pos:m.start()], ""
-        if m.group("code") is not None:
-            yield "C", m.group("code"), ""
-        elif m.group("bold") is not None:
-            yield from _runs(m.group("bold"), "".join(sorted(set(style + "B"))))
-        elif m.group("italic") or m.group("italic_"):
-            yield from _runs(m.group("italic") or m.group("italic_"),
-                             "".join(sorted(set(style + "I"))))
-        else:
-            yield style, m.group("label"), m.group("url")
-        pos = m.end()
-    if pos < len(text):
-        yield style, text[pos:], ""
-
-
-def _plain(text: str) -> str:
-    return "".join(part for _, part, _ in _runs(text))
-
-
-def _write(pdf, text: str, size: float = TEXT_SIZE, height: float = LINE, style: str = "") -> None:
-    """Write inline markdown from the current position, wrapping at the margins."""
-    for run_style, part, link in _runs(text, style):
-        if run_style == "C":
-            pdf.set_font(MONO, "", size * 0.9)
-            pdf.set_text_color(150, 30, 30)
-        else:
-            pdf.set_font(FONT, run_style, size)
-            pdf.set_text_color(*((20, 70, 170) if link else (0, 0, 0)))
-        pdf.write(height, part, link)
-    pdf.set_text_color(0)
-    pdf.ln(height)
-
-
-def _heading(pdf, level: int, text: str, **_) -> None:
-    size = HEADINGS[level]
-    if pdf.will_page_break(size + 25):
-        pdf.add_page()
-    elif pdf.get_y() > pdf.t_margin + 1:
-        pdf.ln(size * 0.45)
-    pdf.start_section(_plain(text), level - 1, strict=False)
-    _write(pdf, text, size, size * 0.5, "B")
-    if level == 1:
-        pdf.set_draw_color(150)
-        pdf.line(pdf.l_margin, pdf.get_y() + 1, pdf.w - pdf.r_margin, pdf.get_y() + 1)
-        pdf.set_draw_color(0)
-        pdf.ln(3)
-    pdf.ln(1.5)
-
-
-def _paragraph(pdf, text: str, **_) -> None:
-    _write(pdf, text)
-    pdf.ln(2.5)
-
-
-def _bullets(pdf, items: list[str], ordered: bool, **_) -> None:
-    left = pdf.l_margin
-    for n, item in enumerate(items, 1):
-        pdf.set_font(FONT, "", TEXT_SIZE)
-        pdf.set_x(left + 2)
-        pdf.cell(6, LINE, f"{n}." if ordered else "•")
-        pdf.set_left_margin(left + 8)
-        _write(pdf, item)
-        pdf.set_left_margin(left)
-        pdf.ln(0.8)
-    pdf.ln(1.7)
-
-
-def _table(pdf, rows: list[list[str]], aligns: list, **_) -> None:
-    from fpdf.fonts import FontFace
-
-    ncols = max(len(r) for r in rows)
-    rows = [r + [""] * (ncols - len(r)) for r in rows]
-    aligns = (aligns + [None] * ncols)[:ncols]
-    for j, a in enumerate(aligns):  # numbers right-aligned unless the table says otherwise
-        if a is None:
-            body = [_plain(r[j]) for r in rows[1:] if r[j].strip()]
-            aligns[j] = "R" if body and all(_NUMBER.match(c) for c in body) else "L"
-    size = TEXT_SIZE - 1.5
-    pdf.set_font(FONT, "B", size)
-    widths = [max(pdf.get_string_width(_plain(r[j])) for r in rows) + 4 for j in range(ncols)]
-    width = min(sum(widths), pdf.epw)
-    pdf.ln(1)
-    with pdf.table(width=width, col_widths=tuple(widths), text_align=tuple(aligns), markdown=True,
-                   line_height=size * 0.5, padding=(1.2, 1.8), cell_fill_color=246,
-                   cell_fill_mode="ROWS", headings_style=FontFace(emphasis="BOLD", fill_color=225),
-                   v_align="MIDDLE") as table:
-        pdf.set_font(FONT, "", size)
-        for r in rows:
-            table.row([_fpdf_markdown(c) for c in r])
-    pdf.ln(4)
-
-
-def _fpdf_markdown(text: str) -> str:
-    """A table cell in fpdf2's own markdown: **bold**, __italic__, other markers escaped."""
-    out = []
-    for style, part, _ in _runs(text):
-        for marker in ("**", "__", "~~", "--"):
-            part = part.replace(marker, "\\" + marker)
-        if "B" in style:
-            part = f"**{part}**"
-        if "I" in style:
-            part = f"__{part}__"
-        out.append(part)
-    return "".join(out)
-
-
-def _image(pdf, caption: str, src: str, folder: Path, source: Path) -> None:
+def _take_figures(tokens, source: Path) -> list:
+    """Replace each figure on a line of its own by a marker; return (path, caption, height/width)."""
     from PIL import Image
 
-    path = folder / src
-    try:
-        with Image.open(path) as im:
-            px_w, px_h = im.size
-    except (OSError, ValueError) as err:
-        raise LabError(f"{source}: figure {src} cannot be read ({one_line(err)}); the notebook "
-                       f"must save it to {path.parent}/ before writing the report") from None
-    w = pdf.epw
-    h = w * px_h / px_w
-    if h > MAX_FIGURE_HEIGHT:
-        w, h = w * MAX_FIGURE_HEIGHT / h, MAX_FIGURE_HEIGHT
-    if pdf.will_page_break(h + (8 if caption else 2)):
+    figures = []
+    for i in range(len(tokens) - 2):
+        images = [t for t in tokens[i + 1].children or () if t.type != "text" or t.content.strip()]
+        if tokens[i].type != "paragraph_open" or [t.type for t in images] != ["image"]:
+            continue
+        path = source.parent / images[0].attrGet("src")
+        try:
+            with Image.open(path) as im:
+                figures.append((path, images[0].content, im.height / im.width))
+        except (OSError, ValueError) as err:
+            raise LabError(f"{source}: figure {images[0].attrGet('src')} cannot be read "
+                           f"({one_line(err)}); the notebook must save it to {source.parent}/ "
+                           "before writing the report") from None
+        tokens[i:i + 3] = [type(tokens[i])("html_block", "", 0, content=FIGURE)] + [
+            type(tokens[i])("text", "", 0)] * 2  # same length: the loop's indices stay valid
+    return figures
+
+
+def _figure(pdf, path: Path, caption: str, ratio: float) -> None:
+    """A figure fitted to the page width (and MAX_FIGURE_HEIGHT), centred, its caption below."""
+    w = min(pdf.epw, MAX_FIGURE_HEIGHT / ratio)
+    if pdf.will_page_break(w * ratio + 12):
         pdf.add_page()
-    pdf.image(str(path), x=pdf.l_margin + (pdf.epw - w) / 2, y=pdf.get_y(), w=w, h=h,
-              alt_text=caption or None)
-    pdf.set_y(pdf.get_y() + h + 1.5)
-    if caption:
-        pdf.set_font(FONT, "I", TEXT_SIZE - 1.5)
-        pdf.set_text_color(70)
-        pdf.multi_cell(0, 4.5, _plain(caption), align="C", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_text_color(0)
     pdf.ln(3)
+    pdf.image(str(path), x="C", w=w)
+    pdf.set_font(FONT, "I", 9)
+    pdf.multi_cell(0, 5, caption, align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
 
 
-def _code(pdf, text: str, **_) -> None:
-    pdf.set_font(MONO, "", TEXT_SIZE - 2)
-    pdf.set_fill_color(243)
-    pdf.multi_cell(0, 4.4, text or " ", fill=True, padding=2, new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(3)
-
-
-def _rule(pdf, **_) -> None:
-    pdf.set_draw_color(170)
-    pdf.line(pdf.l_margin, pdf.get_y() + 1, pdf.w - pdf.r_margin, pdf.get_y() + 1)
-    pdf.set_draw_color(0)
-    pdf.ln(4)
-
-
-_DRAW = {"heading": _heading, "paragraph": _paragraph, "bullets": _bullets, "table": _table,
-         "image": _image, "code": _code, "rule": _rule}
+def _size_tables(tokens, pdf) -> None:
+    """Size each table's columns (percent, on its header cells): each gets its longest word,
+    and what is left of the page in proportion to the rest of its text."""
+    for i, token in enumerate(tokens):
+        if token.type in ("th_open", "td_open") and "text-align" in (token.attrGet("style") or ""):
+            token.attrSet("align", token.attrs.pop("style").split(":")[1])  # fpdf2 reads align
+        if token.type != "table_open":
+            continue
+        end = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close")
+        heads = [t for t in tokens[i:end] if t.type == "th_open"]
+        longest, wanted = [0.0] * len(heads), [0.0] * len(heads)
+        cells = [[] for _ in heads]
+        for j in range(i, end):
+            if tokens[j].type == "tr_open":
+                column = 0
+            elif tokens[j].type in ("th_open", "td_open") and column < len(heads):
+                pdf.set_font(FONT, "B" if tokens[j].type == "th_open" else "", TEXT_SIZE)
+                text = tokens[j + 1].content
+                words = [pdf.get_string_width(w) for w in text.split()] or [0]
+                longest[column] = max(longest[column], max(words) + CELL_PADDING)
+                wanted[column] = max(wanted[column], pdf.get_string_width(text) + CELL_PADDING)
+                cells[column].append((tokens[j], text))
+                column += 1
+        for column in cells:  # numbers right, text left, unless the markdown says otherwise
+            numbers = all(_NUMBER.fullmatch(text) for t, text in column if t.type == "td_open")
+            for t, _ in column:
+                if not t.attrGet("align"):
+                    t.attrSet("align", "right" if numbers else "left")
+        if sum(wanted) > pdf.epw:  # too wide: each column its longest word, the rest shared
+            spare, extra = max(pdf.epw - sum(longest), 0), [w - n for w, n in zip(wanted, longest)]
+            wanted = [n + spare * e / (sum(extra) or 1) for n, e in zip(longest, extra)]
+        token.attrSet("width", f"{min(100, 100 * sum(wanted) / pdf.epw):.1f}%")
+        for head, width in zip(heads, wanted):
+            head.attrSet("width", f"{width:.2f}")  # relative: fpdf2 scales them to the table
