@@ -8,7 +8,6 @@ pruned network's output, in seconds instead of an hour. Shown in 02_prune.ipynb.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from .data import BATCH, IMAGE_SHAPE, Split, require
 from .errors import LabError
-from .files import atomic_path, write_json
+from .files import atomic_path, read_json, write_json
 from .metrics import check_labels
 from .models import Net, copy_net, file_sha256, load_model, save_model
 
@@ -414,7 +413,8 @@ def save_repaired(repaired, out_dir: Path | str, source: Path | str | None = Non
                 "valid_accuracy": r.valid_accuracy, "input_scale": r.net.scale,
                 "source_model": str(src) if src else None,
                 "source_sha256": file_sha256(src) if src and src.is_file() else None}
-        written += [model_path, write_json(model_path.with_suffix(".json"), info, protect=guard)]
+        written += [model_path, write_json(model_path.with_suffix(".json"), info, protect=guard,
+                                           partner=model_path)]
     return written
 
 
@@ -423,7 +423,7 @@ def load_repaired(folder: Path | str) -> dict:
     folder = Path(folder)
     found = {}
     for info_path in sorted(folder.glob("repaired_*.json")):
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, partner=info_path.with_suffix(".h5"))
         net = load_model(info_path.with_suffix(".h5"))
         found[float(info["drop"])] = Repaired(
             net, float(info["drop"]), np.asarray(info["pruned_channels"]), int(info["step"]),
