@@ -192,8 +192,9 @@ def _parse_json(path: Path, raw, what: str):
         text = raw.decode("utf-8") if isinstance(raw, (bytes, np.bytes_)) else raw
         if not isinstance(text, str):
             raise ValueError(f"stored as {type(raw).__name__}, not text")
+        text.encode("utf-8")  # h5py hands over undecodable bytes as lone surrogates
         return json.loads(text)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise LabError(f"{path}: the model's {what} is not UTF-8 text; the file is damaged or "
                        "not a Keras model: download or save it again") from None
     except ValueError as err:
