@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -106,6 +107,13 @@ def atomic_path(path: Path | str, protect: tuple = ()):
             os.replace(tmp, path)
         else:
             staged.append((tmp, path))
+    except RuntimeError as err:  # HDF5 reports a full disk on close as errno = N in the text
+        tmp.unlink(missing_ok=True)
+        found = re.search(r"errno = (\d+)", str(err))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
