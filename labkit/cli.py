@@ -130,7 +130,6 @@ def _add_prune(sub) -> None:
 
 
 def _prune(args) -> int:
-    import warnings
     from pathlib import Path
 
     from .data import Split

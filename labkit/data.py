@@ -149,6 +149,10 @@ def _check_layout(path: Path, f: h5py.File) -> tuple[int, bool]:
         if dataset.dtype.kind not in "fiu":
             raise LabError(f"{path}: '{name}' holds {_dtype_text(dataset.dtype)} values, not "
                            "numbers; lab files hold float pixels and class numbers")
+        if not dataset.compression and dataset.id.get_storage_size() < dataset.nbytes:
+            raise LabError(f"{path}: '{name}' declares {dataset.shape[0]} entries but stores only "
+                           "part of them (the rest would read as zeros); the file is incomplete: "
+                           "download or build it again")
     return int(shape[0]), tuple(shape[1:]) == CHANNELS_FIRST
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import BATCH, IMAGE_SHAPE, Lab, stored_dataset
 from .errors import LabError, one_line
-from .files import atomic_path, check_input, file_sha256  # noqa: F401 (file_sha256: for prune)
+from .files import atomic_path, check_input, file_sha256  # noqa: F401 (file_sha256: labkit.models.file_sha256 stays)
 
 # The lab's layers, in order; the pruning defense works on conv_3 and pool_3.
 LAB_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3",
@@ -30,7 +30,7 @@ LAB_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3",
 WEIGHTED_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "fc_1", "fc_2", "output")
 SAFE_LAYERS = {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Add", "Activation"}
 SAFE_ACTIVATIONS = {None, "relu", "softmax", "linear"}
-MODEL_CLASSES = {"Functional", "Model"}
+MODEL_CLASSES = {"Functional", "Model", "Sequential"}
 # Bounds on what a model file may declare, checked before anything is built or read
 MAX_CLASSES = 10_000  # the course's lab has 1283 people
 MAX_WEIGHTS = 160 * MAX_CLASSES  # values in one array: the output layer's kernel is the largest

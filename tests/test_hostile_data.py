@@ -71,10 +71,20 @@ def test_labels_that_overflow_or_are_negative(tmp_path, tiny_lab, capsys, labels
 
 def test_header_claiming_billions_of_images_is_refused_before_reading(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
-        f.create_dataset("data", (10**10, 3, 55, 47), np.float32, chunks=(1, 3, 55, 47))
-        f.create_dataset("label", (10**10,), np.float64, chunks=(1024,))
+        f.create_dataset("data", (10**10, 3, 55, 47), np.float32, chunks=(1, 3, 55, 47),
+                         compression="gzip")
+        f.create_dataset("label", (10**10,), np.float64, chunks=(1024,), compression="gzip")
     with pytest.raises(labkit.LabError, match="declares 10000000000 images"):
         Split(tmp_path / "x.h5").labels()
+
+
+def test_unwritten_data_is_not_read_as_zeros(tmp_path, tiny_lab, capsys):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("data", (4, 3, 55, 47), np.float32, chunks=(1, 3, 55, 47))
+        f["data"][:2] = faces(2)  # images 2 and 3 were never written
+        f["label"] = np.zeros(4)
+    refused(capsys, ["eval", tmp_path / "x.h5", tiny_lab.bd_valid.path, tiny_lab.badnet_path],
+            "'data' declares 4 entries but stores only part of them", tmp_path)
 
 
 def test_virtual_dataset_with_a_missing_source(tmp_path, tiny_lab, capsys):
