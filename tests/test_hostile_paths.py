@@ -81,3 +81,16 @@ def test_a_bug_in_labkit_gets_a_traceback_and_where_to_report_it(tiny_lab, capsy
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" in err and "ZeroDivisionError" in err
     assert "labkit: internal error: this is a bug in labkit" in err and "github.com" in err
+
+
+def test_warnings_do_not_add_lines(tiny_lab, tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import numpy as np
+
+    def noisy(args):
+        warnings.warn("a library warning", UserWarning)
+        np.float32(3e38) * np.float32(10)  # numpy: overflow encountered
+        raise LabError(f"{tmp_path / 'x.h5'}: refused")
+    monkeypatch.setattr(cli, "_eval", noisy)
+    refused(capsys, eval_args(tiny_lab), "x.h5: refused", tmp_path)
