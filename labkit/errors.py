@@ -2,13 +2,14 @@
 import re
 
 REPORT_BUGS = "https://github.com/mlsec-course/labkit/issues"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls, line separators and the bidirectional overrides that reorder what is shown
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def escape(text: str) -> str:
     """`text` with every control character shown as an escape (\\n, \\x1b), so a name taken
     from a file or a path can neither forge lines of output nor drive the terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 class LabError(Exception):

@@ -65,6 +65,7 @@ def test_names_inside_files_are_escaped(tiny_lab, tmp_path, capsys):
 
 def test_lab_error_is_escaped_wherever_it_is_shown():
     assert str(LabError("a\nb\x1b[31m")) == "a\\nb\\x1b[31m"
+    assert str(LabError("model\u202eh5.exe")) == "model\\u202eh5.exe"  # no right-to-left override
     assert escape(escape("tab\there")) == "tab\\there"  # escaping twice changes nothing more
 
 
