@@ -93,6 +93,7 @@ def atomic_path(path: Path | str, protect: tuple = ()):
     same time never share a temporary file. `protect` lists inputs never to overwrite.
     """
     path = check_outputs([path], protect)[0]
+    made = [p for p in path.parents if not p.exists()]  # folders this output creates
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
     os.close(fd)
@@ -106,17 +107,27 @@ def atomic_path(path: Path | str, protect: tuple = ()):
         if staged is None:
             os.replace(tmp, path)
         else:
-            staged.append((tmp, path))
+            staged.append((tmp, path, made))
     except RuntimeError as err:  # HDF5 reports a full disk on close as errno = N in the text
-        tmp.unlink(missing_ok=True)
+        _discard(tmp, made)
         found = re.search(r"errno = (\d+)", str(err))
         if not found:
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code), str(path)) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp, made)
         raise
+
+
+def _discard(tmp: Path, made: list) -> None:
+    """Remove a temporary file and the folders made for it, if nothing else is in them."""
+    tmp.unlink(missing_ok=True)
+    for folder in made:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextmanager
@@ -131,12 +142,12 @@ def transaction():
     try:
         yield
     except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+        for tmp, _, made in reversed(staged):
+            _discard(tmp, made)
         raise
     finally:
         _staged.reset(token)
-    for tmp, path in staged:
+    for tmp, path, _ in staged:
         os.replace(tmp, path)
 
 
@@ -154,7 +165,7 @@ def write_json(path: Path | str, obj, protect: tuple = (), partner: Path | str |
     (written just before, maybe in the same transaction) so readers can check the pair."""
     if partner is not None:
         partner = Path(partner)
-        staged = {dest: tmp for tmp, dest in (_staged.get() or [])}
+        staged = {dest: tmp for tmp, dest, _ in (_staged.get() or [])}
         obj = {**obj, "partner_sha256": file_sha256(staged.get(partner, partner))}
     with atomic_path(path, protect) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")

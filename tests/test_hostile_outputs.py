@@ -65,6 +65,7 @@ def test_disk_full_mid_run_leaves_nothing_and_the_next_run_works(tiny_lab, tmp_p
     assert code == 2 and len(lines) == 1 and lines[0].startswith("labkit: error: "), err
     assert "File too large" in lines[0] and "nothing was written" in lines[0]
     assert snapshot(tmp_path, tiny_lab.root) == before  # no sweep.csv, no temporary files
+    assert not out.exists()  # not even the folder it made
     code, _, err = run_limited(prune_args(tiny_lab, out))
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["repaired_2.h5", "repaired_2.json", "sweep.csv"]
@@ -75,7 +76,7 @@ def test_outputs_of_a_failed_transaction_are_not_left(tmp_path):
     with pytest.raises(RuntimeError):
         with files.transaction():
             files.write_json(tmp_path / "a.json", {"a": 1})
-            files.write_json(tmp_path / "b.json", {"b": 2})
+            files.write_json(tmp_path / "new" / "deeper" / "b.json", {"b": 2})
             raise RuntimeError("killed mid-run")
     assert list(tmp_path.iterdir()) == []
 
