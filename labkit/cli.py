@@ -1,6 +1,7 @@
 """The `labkit` command: `labkit eval`, `labkit demo`, `labkit prune`, ... (`labkit -h` lists them).
 
-Bad input ends in one line `labkit: error: ...` and exit status 2, never a traceback.
+Bad input ends in one line `labkit: error: ...` and exit status 2, never a traceback; a
+traceback means a bug in labkit and says how to report it.
 """
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import argparse
 import json
 import os
 import sys
+import traceback
+import warnings
 from fractions import Fraction
 
-from .errors import LabError
+from .errors import REPORT_BUGS, LabError, escape, one_line
 from .quiet import import_tensorflow_quietly
 
 
@@ -135,41 +138,44 @@ def _add_prune(sub) -> None:
 
 
 def _prune(args) -> int:
-    import warnings
     from pathlib import Path
 
     from .data import Split
+    from .files import check_outputs, transaction
     from .models import load_model
-    from .prune import RULE, check_drop, repair
+    from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
     from .sweep import masking_problem, sweep
 
-    for drop in args.drops:  # before the sweep, not after it
-        check_drop(drop)
+    drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
+    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
+    check_outputs([out / "sweep.csv", *(out / f"repaired_{drop_text(x)}{ext}"
+                                        for x in drops for ext in (".h5", ".json"))], inputs)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     bd_valid = (Split(args.poisoned, poisoned=True, description="poisoned validation file given")
                 if args.poisoned else None)
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
-    inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = sweep(net, valid, bd_valid, order=args.order, progress=True)
     if not result.exact_masking:
         print(f"labkit: note: {masking_problem(net)}; each pruned network was run (exact, slow)",
               file=sys.stderr)
-    table = result.to_csv(out / "sweep.csv", protect=inputs)
+    chosen = repair(result, args.drops)
+    with transaction():  # all outputs or none
+        table = result.to_csv(out / "sweep.csv", protect=inputs)
+        written = [save_repaired(r, out, source=args.model, protect=inputs) for r in chosen.values()]
     print(f"Rule: {RULE}.")
     first = result.table.iloc[0]
     asr = (f", attack success rate {first['valid_attack_success_rate']:.2f} %"
            if "valid_attack_success_rate" in first else "")
     print(f"B: validation accuracy {first['valid_accuracy']:.2f} %{asr}; {result.steps} channels "
           f"in {args.order} order of mean activation")
-    for repaired in repair(result, args.drops).values():
+    for repaired, (model_file, json_file) in zip(chosen.values(), written):
         print(repaired)
-        model_file, json_file = save_repaired(repaired, out, source=args.model, protect=inputs)
-        print(f"  wrote {model_file} and {json_file.name}")
-    print(f"Sweep table: {table}")
+        print(escape(f"  wrote {model_file} and {json_file.name}"))
+    print(escape(f"Sweep table: {table}"))
     return 0
 
 
@@ -221,30 +227,44 @@ def _goodnet(args) -> int:
             split = Split(path, kind="test", description="data file given")
             preds, labels = predict(goodnet, split, progress=True)
             flagged = 100.0 * float((preds == goodnet.backdoor_class).mean())
-            print(f"{path}: Classification accuracy: {accuracy(preds, labels):.2f} %; "
-                  f"flagged as backdoored: {flagged:.2f} %")
+            print(escape(f"{path}: Classification accuracy: {accuracy(preds, labels):.2f} %; "
+                         f"flagged as backdoored: {flagged:.2f} %"))
     if images:
         for path, cls in zip(images, goodnet.predict(np.stack([read_face(p) for p in images]))):
-            print(f"{path}: {cls}" + (" (backdoored)" if cls == goodnet.backdoor_class else ""))
+            print(escape(f"{path}: {cls}") + (" (backdoored)" if cls == goodnet.backdoor_class else ""))
     return 0
 
 
 def read_face(path):
-    """A PNG/JPEG face as float32 RGB pixels 0..255, shape (55, 47, 3)."""
+    """A PNG/JPEG face as float32 RGB pixels 0..255, shape (55, 47, 3).
+
+    The size is checked from the header before any pixel is decoded (so a decompression bomb
+    costs nothing); 16-bit grayscale is scaled to 0..255, every other mode converted by PIL.
+    """
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from .data import IMAGE_SHAPE
+    from .files import check_input
 
+    path = check_input(path, "face image")
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"), np.float32)
-    except (OSError, UnidentifiedImageError) as err:
-        raise LabError(f"{path}: cannot be read as an image ({err})") from None
-    if pixels.shape != IMAGE_SHAPE:
-        raise LabError(f"{path}: the image is {pixels.shape[1]}x{pixels.shape[0]} pixels "
-                       f"(width x height); GoodNet takes the lab's 47x55 faces")
-    return pixels
+            if image.size != (IMAGE_SHAPE[1], IMAGE_SHAPE[0]):
+                raise LabError(f"{path}: the image is {image.width}x{image.height} pixels (width "
+                               "x height); GoodNet takes the lab's 47x55 faces")
+            if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+                gray = np.asarray(image, np.float64) / 257  # 16-bit 0..65535 -> 0..255
+                return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+            if image.mode in ("I", "F"):
+                raise LabError(f"{path}: a {image.mode} image (32-bit values) has no fixed pixel "
+                               "range; save the face as an 8- or 16-bit PNG or a JPEG")
+            return np.asarray(image.convert("RGB"), np.float32)
+    except Image.DecompressionBombError:
+        raise LabError(f"{path}: the image declares far more pixels than a face; GoodNet takes "
+                       "the lab's 47x55 faces") from None
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise LabError(f"{path}: cannot be read as an image ({one_line(err)})") from None
 
 
 def _add_bench(sub) -> None:
@@ -260,8 +280,10 @@ def _add_bench(sub) -> None:
 
 def _bench(args) -> int:
     from .bench import run
-    from .files import write_json
+    from .files import check_outputs, write_json
 
+    if args.out:
+        check_outputs([args.out])
     result = run(small=args.small, progress=True)
     if args.out:
         write_json(args.out, result)
@@ -300,13 +322,34 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; every failure a user can cause ends in one line and exit status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parser().parse_args(argv)
     import_tensorflow_quietly()
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's and TensorFlow's would add lines
+            return args.run(args)
     except LabError as err:
-        print(f"labkit: error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
+    except OSError as err:  # the system refused: disk full, read-only, permissions
+        where = f"{err.filename}: " if err.filename else ""
+        return fail(f"{where}{err.strerror or one_line(err)}; nothing was written: make room or "
+                    "choose another place, then run again")
+    except MemoryError:
+        return fail("ran out of memory; nothing was written: close other programs and run again")
     except KeyboardInterrupt:
         print("labkit: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"labkit: internal error: this is a bug in labkit, not a problem with your files; "
+              f"please report it at {REPORT_BUGS} with the command you ran and the lines above",
+              file=sys.stderr)
+        return 1
+
+
+def fail(message: str) -> int:
+    """Print one line `labkit: error: ...` (control characters escaped); the exit status 2."""
+    print(f"labkit: error: {escape(message)}", file=sys.stderr)
+    return 2

@@ -17,10 +17,14 @@ import h5py
 import numpy as np
 
 from .errors import LabError, one_line
+from .files import atomic_path, check_input
 
 IMAGE_SHAPE = (55, 47, 3)  # height, width, channels: what the network takes
 CHANNELS_FIRST = (3, 55, 47)  # how the course's files store an image
 BATCH = 1024  # images read at once: a real test file is ~400 MB as float32
+MAX_IMAGES = 1_000_000  # far more than any lab file (12830): a bound on what a header may claim
+MAX_LABEL = 2**31 - 1  # class numbers are small; larger ones overflow, so they are refused
+PIXEL_RANGE = (-1.0, 256.0)  # pixels are 0..255; a little rounding either side is accepted
 
 COURSE_HINT = ("download it from the course's shared drive folder (see the README, "
                "'Using the course's data') and put it in {folder}/")
@@ -65,11 +69,7 @@ class Split:
         return self._check()[0]
 
     def _open(self) -> h5py.File:
-        if not self.path.is_file():
-            raise LabError(f"{self.path}: file not found; it is the {self.description} of the lab: "
-                           f"{self.hint}")
-        if self.path.stat().st_size == 0:
-            raise LabError(f"{self.path}: the file is empty (0 bytes); download or build it again")
+        check_input(self.path, "file", f"it is the {self.description} of the lab: {self.hint}")
         try:
             return h5py.File(self.path, "r")
         except OSError as err:
@@ -99,10 +99,14 @@ class Split:
                            "the file is probably truncated: download or build it again") from None
         if channels_first:
             x = x.transpose(0, 2, 3, 1)
-        if not np.isfinite(x).all():
-            bad = offset + int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(1))[0, 0])
-            raise LabError(f"{self.path}: image {bad} has NaN or infinite pixels; "
-                           "the file is damaged: download or build it again")
+        bad = ~((x >= PIXEL_RANGE[0]) & (x <= PIXEL_RANGE[1]))  # NaN is outside too
+        if bad.any():
+            i = int(np.argmax(bad.reshape(len(x), -1).any(1)))
+            value = x[i][bad[i]][0]
+            what = (f"pixels outside 0..255 (e.g. {value:g})" if np.isfinite(value)
+                    else "NaN or infinite pixels")
+            raise LabError(f"{self.path}: image {offset + i} has {what}; lab files hold raw "
+                           "pixels 0..255: download or build it again")
         return np.ascontiguousarray(x), _labels(self.path, y, offset)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +130,10 @@ class Split:
 
 def _check_layout(path: Path, f: h5py.File) -> tuple[int, bool]:
     keys = sorted(f.keys())
-    if "data" not in f or "label" not in f:
+    if "data" not in keys or "label" not in keys:
         raise LabError(f"{path}: a lab file needs datasets 'data' and 'label'; found {keys or 'none'}")
-    shape, n_labels = f["data"].shape, f["label"].shape
+    data, label = stored_dataset(path, f, "data"), stored_dataset(path, f, "label")
+    shape, n_labels = data.shape, label.shape
     if len(shape) != 4 or tuple(shape[1:]) not in (CHANNELS_FIRST, IMAGE_SHAPE):
         raise LabError(f"{path}: 'data' has shape {tuple(shape)}; expected (N, 3, 55, 47) "
                        "or (N, 55, 47, 3) face images")
@@ -137,17 +142,67 @@ def _check_layout(path: Path, f: h5py.File) -> tuple[int, bool]:
                        "there must be one label per image")
     if shape[0] == 0:
         raise LabError(f"{path}: the file holds no images")
+    if shape[0] > MAX_IMAGES:
+        raise LabError(f"{path}: 'data' declares {shape[0]} images, more than any lab file "
+                       f"(at most {MAX_IMAGES}); the file is not a lab data file")
+    for name, dataset in (("data", data), ("label", label)):
+        if dataset.dtype.kind not in "fiu":
+            raise LabError(f"{path}: '{name}' holds {_dtype_text(dataset.dtype)} values, not "
+                           "numbers; lab files hold float pixels and class numbers")
+        if not dataset.compression and dataset.id.get_storage_size() < dataset.nbytes:
+            raise LabError(f"{path}: '{name}' declares {dataset.shape[0]} entries but stores only "
+                           "part of them (the rest would read as zeros); the file is incomplete: "
+                           "download or build it again")
     return int(shape[0]), tuple(shape[1:]) == CHANNELS_FIRST
 
 
+def stored_dataset(path: Path, f: h5py.File, name: str) -> h5py.Dataset:
+    """`f[name]` if it is a dataset stored in this file and readable without plugins: the link,
+    the virtual or external storage or the missing filter is named otherwise."""
+    link = f.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise LabError(f"{path}: '{name}' is a link to {link.path} in another file "
+                       f"({link.filename}); a lab file must hold its data itself")
+    try:
+        obj = f[name]
+    except (KeyError, OSError, RuntimeError) as err:
+        target = f" to {link.path}" if isinstance(link, h5py.SoftLink) else ""
+        raise LabError(f"{path}: '{name}' is a link{target} that cannot be followed (it loops "
+                       f"or its target is missing: {one_line(err)}); download or build it again") from None
+    if not isinstance(obj, h5py.Dataset):
+        raise LabError(f"{path}: '{name}' is a group, not a dataset; this is not a lab data file")
+    if obj.is_virtual:
+        sources = sorted({s.file_name for s in obj.virtual_sources()})
+        raise LabError(f"{path}: '{name}' is a virtual dataset drawing on {', '.join(sources)}; "
+                       "a lab file must hold its data itself")
+    if obj.external:
+        files = sorted({str(e[0]) for e in obj.external})
+        raise LabError(f"{path}: '{name}' keeps its values in other files ({', '.join(files)}); "
+                       "a lab file must hold its data itself")
+    plist = obj.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, fname = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            raise LabError(f"{path}: '{name}' is compressed with filter {code} "
+                           f"({fname.decode(errors='replace') or 'unknown'}), which needs an HDF5 "
+                           "plugin that is not installed; save the file without it (gzip is fine)")
+    return obj
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    kinds = {"b": "boolean", "c": "complex", "S": "string", "U": "string", "O": "object",
+             "V": "compound", "M": "date", "m": "time"}
+    return kinds.get(dtype.kind, str(dtype))
+
+
 def _labels(path: Path, y: np.ndarray, offset: int) -> np.ndarray:
+    bad = ~((y >= 0) & (y <= MAX_LABEL))
     if y.dtype.kind == "f":
-        bad = ~np.isfinite(y) | (y != np.round(y))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise LabError(f"{path}: label {offset + i} is {y[i]}, not a whole class number")
-    elif y.dtype.kind not in "iu":
-        raise LabError(f"{path}: 'label' holds {y.dtype}, not class numbers")
+        bad |= y != np.round(y)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LabError(f"{path}: label {offset + i} is {y[i]}, not a class number "
+                       f"(a whole number from 0 to {MAX_LABEL})")
     return y.astype(np.int64)
 
 
@@ -235,8 +290,6 @@ def require(split: Split, kind: str, what: str) -> Split:
 
 def write_split(path: Path | str, images: np.ndarray, labels: np.ndarray) -> Path:
     """Write images (N, 55, 47, 3) and labels as a lab file (channels-first float32, like the course's)."""
-    from .files import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         # no timestamps, so the same images give byte-identical files

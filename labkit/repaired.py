@@ -5,13 +5,12 @@ The JSON records how B' was chosen, so a folder of B' files explains itself. Wri
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import LabError
-from .files import write_json
+from .files import read_json, write_json
 from .models import file_sha256, load_model, save_model
 from .prune import CONV, RULE, Repaired, drop_text
 
@@ -37,7 +36,8 @@ def save_repaired(repaired, out_dir: Path | str, source: Path | str | None = Non
                 "valid_accuracy": r.valid_accuracy, "input_scale": r.net.scale,
                 "source_model": str(src) if src else None,
                 "source_sha256": file_sha256(src) if src and src.is_file() else None}
-        written += [model_path, write_json(model_path.with_suffix(".json"), info, protect=guard)]
+        written += [model_path, write_json(model_path.with_suffix(".json"), info, protect=guard,
+                                           partner=model_path)]
     return written
 
 
@@ -54,7 +54,7 @@ def load_repaired(folder: Path | str, drops=None) -> dict:
         if not info_path.is_file():
             raise LabError(f"{info_path}: not found; run 02_prune.ipynb (or `labkit prune`) "
                            "with this drop first")
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, partner=info_path.with_suffix(".h5"))
         net = load_model(info_path.with_suffix(".h5"))
         found[float(info["drop"])] = Repaired(
             net, float(info["drop"]), np.asarray(info["pruned_channels"]), int(info["step"]),
