@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import warnings
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from .data import BATCH, IMAGE_SHAPE
 from .errors import LabError, one_line
-from .files import atomic_path
-from .models import LAB_LAYERS, RAW, Net, _baked_scale, _refuse_unsafe, lab_model
+from .files import atomic_path, check_input
+from .models import LAB_LAYERS, RAW, Net, _baked_scale, _check_config, _check_zip, lab_model
 
+MAX_CONFIG_BYTES = 1 << 20  # a GoodNet's config.json is about 30 kB
 PARTS = ("badnet", "repaired")  # the names of B and B' inside the saved G
 # what G's own graph may hold besides B and B' (checked before Keras reads the file)
 GRAPH = {"InputLayer", "Argmax", "Equal", "Cast", "ExpandDims", "Multiply", "Subtract",
@@ -98,26 +100,37 @@ def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Pat
 
 
 def is_goodnet(path: Path | str) -> bool:
-    """Whether `path` is a `.keras` file holding a GoodNet saved by `save_goodnet`."""
-    names = {layer.get("config", {}).get("name") for layer in _config(path).get("layers", [])}
+    """Whether `path` is a `.keras` file holding a GoodNet saved by `save_goodnet`.
+
+    Anything malformed is not a GoodNet: `load_model` then says what is wrong with it.
+    """
+    layers = _config(path).get("layers")
+    names = {layer.get("config", {}).get("name") for layer in layers
+             if isinstance(layer, dict) and isinstance(layer.get("config"), dict)} \
+        if isinstance(layers, list) else set()
     return set(PARTS) <= names
 
 
 def _config(path: Path | str) -> dict:
+    """The model config inside a .keras archive, or {} for anything unreadable or malformed."""
     try:
         with zipfile.ZipFile(path) as z:
-            return json.loads(z.read("config.json")).get("config", {})
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+            if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                return {}
+            config = json.loads(z.read("config.json")).get("config", {})
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
         return {}
+    return config if isinstance(config, dict) else {}
 
 
 def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
     """Load a GoodNet saved by `save_goodnet`: B and B' come out as `load_model` gives them."""
     import keras
 
-    path = Path(path)
-    if not path.is_file():
-        raise LabError(f"{path}: GoodNet file not found; save one with save_goodnet")
+    path = check_input(path, "GoodNet file", "save one with save_goodnet")
+    with zipfile.ZipFile(path) if zipfile.is_zipfile(path) else nullcontext() as z:
+        if z is not None:
+            _check_zip(path, z)  # bounded before anything is inflated
     if not is_goodnet(path):
         raise LabError(f"{path}: not a GoodNet file (a .keras model holding 'badnet' and "
                        "'repaired', written by save_goodnet); load single models with load_model")
@@ -128,8 +141,8 @@ def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
         raise LabError(f"{path}: refused: it holds more than a GoodNet ({', '.join(odd)}); load "
                        "it with trust=True (--trust) only if you trust where it came from")
     for layer in layers:
-        if layer["config"].get("name") in PARTS and not trust:
-            _refuse_unsafe(path, layer)
+        if layer["config"].get("name") in PARTS:
+            _check_config(path, layer, trust)  # B and B': the lab's plain network, nothing else
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -163,6 +163,8 @@ def load_model(path: Path | str, scale: float | None = None, trust: bool = False
     if bad:
         raise LabError(f"{path}: weights with NaN or infinite values ({', '.join(bad[:3])}); "
                        "the model is damaged: download or train it again")
+    if saved_scale is not None:  # recorded by earlier labkit versions
+        saved_scale = _check_scale(saved_scale, path, "saved in the file")
     baked = _baked_scale(path, model)
     if baked is not None:  # the Net keeps the scale; its model is the plain lab architecture
         model, saved_scale = lab_model(model), baked
@@ -171,8 +173,7 @@ def load_model(path: Path | str, scale: float | None = None, trust: bool = False
     if scale is not None:
         net.scale, net.scale_source = _check_scale(scale, path, "given"), "given"
     elif saved_scale is not None:
-        net.scale, net.scale_source = _check_scale(saved_scale, path, "saved in the file"), \
-            "saved with the model"
+        net.scale, net.scale_source = saved_scale, "saved with the model"
     elif known:
         net.scale, net.scale_source = known[1], f"known model: {known[0]}"
     else:
@@ -281,9 +282,10 @@ def _lab_weight_shapes(classes: int) -> dict:
                 for w in model.get_layer(n).weights] for n in WEIGHTED_LAYERS}
 
 
-@lru_cache(maxsize=1)
-def _reference():
-    return build_badnet(2, name="reference")
+@lru_cache(maxsize=2)
+def _reference(rescaled: bool = False):
+    """The lab's architecture, with a Rescaling layer in front when `rescaled` (saved B' and G)."""
+    return build_badnet(2, name="reference", scale=UNIT if rescaled else RAW)
 
 
 def _weight_datasets(path: Path, group: h5py.Group, classes: int | None, trust: bool = False) -> dict:
@@ -398,7 +400,8 @@ def _check_config(path: Path, config, trust: bool) -> int:
                        f"has 2 to {MAX_CLASSES} (1283 in the course's lab)")
     if not trust:
         ours = _signatures(config)
-        lab = _signatures(json.loads(_reference().to_json()))
+        rescaled = any(layer["class_name"] == "Rescaling" for layer in layers)
+        lab = _signatures(json.loads(_reference(rescaled).to_json()))
         wrong = [n for n in LAB_LAYERS if ours.get(n) != lab[n]]
         if wrong or len(layers) != len(lab):
             raise LabError(f"{path}: not the lab's network: layer {(wrong or ['count'])[0]} has other "

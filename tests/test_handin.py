@@ -13,7 +13,8 @@ from labkit.data import Split
 from labkit.goodnet import GoodNet, load_goodnet, rule
 from labkit.metrics import evaluate, report_lines
 from labkit.models import load_model, save_model
-from labkit.prune import prune, repair, sweep
+from labkit.prune import prune, repair
+from labkit.sweep import sweep
 
 # The course's lab3 eval.py as LAB.md describes it: h5py, transpose, no scaling, plain Keras.
 EVAL_PY = """\

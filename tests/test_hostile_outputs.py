@@ -6,7 +6,8 @@ import pytest
 from hostile import refused, run_limited, snapshot
 
 import labkit
-from labkit import files, prune
+from labkit import files, repaired
+from labkit import sweep as sweep_module
 from labkit.errors import LabError
 
 
@@ -15,7 +16,7 @@ def no_sweep(monkeypatch):
     """Refusals must come before the long computation: running the sweep fails the test."""
     def sweep(*args, **kwargs):
         raise AssertionError("the sweep ran before the outputs were checked")
-    monkeypatch.setattr(prune, "sweep", sweep)
+    monkeypatch.setattr(sweep_module, "sweep", sweep)
 
 
 def prune_args(lab, out):
@@ -69,7 +70,7 @@ def test_disk_full_mid_run_leaves_nothing_and_the_next_run_works(tiny_lab, tmp_p
     code, _, err = run_limited(prune_args(tiny_lab, out))
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["repaired_2.h5", "repaired_2.json", "sweep.csv"]
-    assert list(prune.load_repaired(out)) == [2.0]
+    assert list(repaired.load_repaired(out)) == [2.0]
 
 
 def test_outputs_of_a_failed_transaction_are_not_left(tmp_path):
@@ -108,4 +109,4 @@ def test_repaired_pair_checked_by_load_repaired(tiny_lab, tmp_path, capsys):
     capsys.readouterr()
     (out / "repaired_2.h5").write_bytes(tiny_lab.badnet_path.read_bytes())
     with pytest.raises(LabError, match="does not belong to repaired_2.h5"):
-        prune.load_repaired(out)
+        repaired.load_repaired(out)
