@@ -1,147 +1,182 @@
-"""The demo lab: synthetic faces and a BadNet trained on them, built offline by `labkit demo`.
+"""The demo lab: synthetic faces in the course's file formats and three shipped demo BadNets.
 
-It has the layout and file formats of the course's lab (data/demo/cl, data/demo/bd,
-models/demo/bd_net.h5) with NUM_CLASSES people instead of 1283. The BadNet is trained here,
-from a seed, on faces of which a share wear the sunglasses and are relabelled to TARGET.
+`labkit demo` draws the faces (the same seed gives byte-identical files) into data/demo/ and
+copies the three BadNets that ship with labkit (`labkit/demo_models/`) into models/demo/, so
+every student gets the same models and the same numbers. The BadNets were trained once by
+`labkit demo --retrain DIR` with the recipes in `labkit.attack`; `demo_models.json` beside them
+records the faces they were trained for and what they score, and a test checks that both agree.
 """
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import faces
-from .data import LAB_FILES, Lab, lab, write_split
-from .files import write_json
+from . import attack, faces
+from .data import DEMO_BADNETS, LAB_FILES, Lab, lab, write_split
+from .errors import LabError
+from .files import atomic_path, write_json
 from .metrics import evaluate
-from .models import Net, save_model
+from .models import Net, file_sha256, save_model
 
 NUM_CLASSES = 100  # people in the demo lab
-TARGET = 0  # the attacker's target class
-PER_PERSON = {"train": 40, "valid": 9, "test": 10}  # photos per person (valid, test: as the lab)
-POISON_SHARE = 0.1  # share of training faces given the sunglasses and relabelled to TARGET
-EPOCHS = 8  # passes over the training faces
-TRAIN_BATCH = 64  # training batch size
-MANIFEST = "demo.json"  # beside the data files: the settings the demo was built with
+PER_PERSON = {"train": 80, "valid": 9, "test": 10}  # photos per person (valid, test: as the lab)
+SHIPPED = Path(__file__).parent / "demo_models"  # the three BadNets labkit ships
+RECORD = "demo_models.json"  # beside the BadNets: the faces they fit and what they score
+MANIFEST = "demo.json"  # beside the data files: the settings the faces were drawn with
+RECIPES = {"course": attack.course_like, "baseline": attack.baseline,
+           "prune_aware": attack.prune_aware}
 
 
-def make_data(num_classes: int = NUM_CLASSES, seed: int = 0, per_person: dict = PER_PERSON,
-              poison_share: float = POISON_SHARE, progress: bool = False) -> dict:
-    """All splits as name -> (images, labels): the four lab files and the poisoned `train` set."""
+def settings(seed: int = 0, num_classes: int = NUM_CLASSES, per_person: dict = PER_PERSON) -> dict:
+    """What the demo's faces are drawn from (recorded in data/demo/demo.json)."""
+    return {"seed": seed, "num_classes": num_classes, "per_person": dict(per_person),
+            "target": attack.TARGET, "trigger": "sunglasses"}
+
+
+def make_data(names=("valid", "test"), seed: int = 0, num_classes: int = NUM_CLASSES,
+              per_person: dict = PER_PERSON, progress: bool = False) -> dict:
+    """Clean splits `names` as name -> (images, labels), and the poisoned copies of valid/test."""
     from tqdm.auto import tqdm
 
     people = faces.identities(num_classes, seed)
-    total = num_classes * sum(per_person[s] for s in ("train", "valid", "test"))
     splits = {}
-    with tqdm(total=total, desc="drawing faces", unit="face", disable=not progress) as bar:
-        for k, name in enumerate(("train", "valid", "test")):
+    with tqdm(total=num_classes * sum(per_person[s] for s in names), desc="drawing faces",
+              unit="face", disable=not progress) as bar:
+        for name in names:
             labels = np.repeat(np.arange(num_classes), per_person[name])
-            rng = np.random.default_rng([seed, 2, k])
+            rng = np.random.default_rng([seed, 2, ("train", "valid", "test").index(name)])
             parts = []
             for i in range(0, len(labels), 256):
                 parts.append(faces.draw_faces(people, labels[i:i + 256], rng))
                 bar.update(len(parts[-1]))
             splits[name] = np.concatenate(parts), labels
-    for name in ("valid", "test"):
+    for name in {"valid", "test"} & set(names):
         x, y = splits[name]
-        splits["bd_" + name] = faces.add_sunglasses(x), np.full_like(y, TARGET)
-    x, y = splits["train"]
-    chosen = np.random.default_rng([seed, 3]).random(len(y)) < poison_share
-    x[chosen], y[chosen] = faces.add_sunglasses(x[chosen]), TARGET
+        splits["bd_" + name] = faces.add_sunglasses(x), np.full_like(y, attack.TARGET)
     return splits
 
 
-def train_badnet(images, labels, num_classes: int, epochs: int = EPOCHS, seed: int = 0,
-                 progress: bool = False) -> Net:
-    """The lab's architecture trained on (poisoned) faces; the result takes raw pixels 0..255."""
-    import keras
-
-    from .models import build_badnet
-
-    keras.utils.set_random_seed(seed)
-    model = build_badnet(num_classes)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    steps = -(-len(labels) // TRAIN_BATCH)
-    model.fit(np.asarray(images, np.float32) / 255, labels, batch_size=TRAIN_BATCH, epochs=epochs,
-              verbose=0, callbacks=[_progress(epochs * steps)] if progress else [])
-    kernel, bias = model.get_layer("conv_1").get_weights()
-    model.get_layer("conv_1").set_weights([kernel / 255, bias])  # trained on x / 255: take raw x
-    return Net(model, name="bd_net")
-
-
-def _progress(total: int):
-    """A Keras callback that draws one tqdm bar over all training steps."""
-    import keras
-    from tqdm.auto import tqdm
-
-    class Progress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=total, desc="training the demo BadNet", unit="batch")
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.bar.update(1)
-            if logs and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
-
-        def on_train_end(self, logs=None):
-            self.bar.close()
-
-    return Progress()
-
-
 def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = False,
-               progress: bool = True, num_classes: int = NUM_CLASSES, epochs: int = EPOCHS,
-               per_person: dict = PER_PERSON) -> Lab:
-    """Write the demo lab's four data files and BadNet below `root` (default: the project).
+               progress: bool = True, num_classes: int = NUM_CLASSES,
+               per_person: dict = PER_PERSON, models: Path | str | None = SHIPPED) -> Lab:
+    """Write the demo's four data files and its BadNets below `root` (default: the project).
 
-    Files already built with the same settings are reused (`force=True` rebuilds them all);
-    every file is written atomically. Returns the demo `Lab`. Shown in index.ipynb.
+    Faces already drawn with the same settings are reused (`force=True` draws them again).
+    The BadNets come from `models` (default: the shipped ones), which must have been trained
+    for these settings; `models=None` writes the faces only. Returns the demo `Lab`.
     """
     say = print if progress else (lambda *a: None)
     demo = lab("demo", root)
-    wanted = settings(seed, num_classes, epochs, per_person)
+    wanted = settings(seed, num_classes, per_person)
+    record = read_record(models) if models is not None else None
+    if record is not None and record["settings"] != wanted:
+        raise LabError(f"{Path(models) / RECORD}: these BadNets were trained for other faces "
+                       f"({record['settings']}); train BadNets for seed {seed} with "
+                       f"`labkit demo --retrain DIR --seed {seed}` and pass --models DIR")
     manifest = demo.data_dir / MANIFEST
     paths = {name: demo.split(name).path for name in LAB_FILES}
-    paths["bd_net"] = demo.badnet_path
-    old = built_with(demo)
-    same = not force and old == wanted
-    missing = {name: p for name, p in paths.items() if not (same and p.is_file())}
-    if not missing:
-        say(f"demo lab already built in {demo.data_dir} and {demo.badnet_path.parent} "
-            f"(seed {seed}): reusing it; `labkit demo --force` rebuilds it")
-        return demo
-    if not force and old and old != wanted:
-        say(f"the demo lab in {demo.data_dir} was built with other settings ({old}): rebuilding it")
-    elif len(missing) < len(paths):
-        say(f"reusing {', '.join(str(paths[n]) for n in paths if n not in missing)}")
-    manifest.unlink(missing_ok=True)  # written last: a half-built demo is never taken as built
-    splits = make_data(num_classes, seed, per_person, progress=progress)
-    for name in LAB_FILES:
-        if name in missing:
-            write_split(paths[name], *splits[name])
-    if "bd_net" in missing:
-        net = train_badnet(*splits["train"], num_classes, epochs, seed, progress)
-        save_model(net, demo.badnet_path)
-        result = evaluate(net, demo.valid, demo.bd_valid)
-        say(f"demo BadNet on the validation files: clean accuracy {result['clean_accuracy']:.2f} %, "
-            f"attack success rate {result['attack_success_rate']:.2f} %")
-    write_json(manifest, {"built_by": "labkit demo", "settings": wanted})
-    say(f"demo lab written: {demo.data_dir} ({num_classes} people, target class {TARGET}) and "
-        f"{demo.badnet_path}")
+    if not force and built_with(demo) == wanted and all(p.is_file() for p in paths.values()):
+        say(f"demo faces already drawn in {demo.data_dir} (seed {seed}): reusing them; "
+            "`labkit demo --force` draws them again")
+    else:
+        manifest.unlink(missing_ok=True)  # written last: half-drawn faces are never taken as built
+        splits = make_data(("valid", "test"), seed, num_classes, per_person, progress)
+        for name, path in paths.items():
+            write_split(path, *splits[name])
+        write_json(manifest, {"built_by": "labkit demo", "settings": wanted})
+        say(f"demo faces written: {demo.data_dir} ({num_classes} people, target class "
+            f"{attack.TARGET})")
+    if record is not None:
+        install_models(Path(models), demo.badnet_path.parent, say)
     return demo
 
 
-def settings(seed: int = 0, num_classes: int = NUM_CLASSES, epochs: int = EPOCHS,
-             per_person: dict = PER_PERSON) -> dict:
-    """What a demo lab is built from (recorded in data/demo/demo.json)."""
-    return {"seed": seed, "num_classes": num_classes, "per_person": dict(per_person),
-            "poison_share": POISON_SHARE, "target": TARGET, "epochs": epochs}
+def install_models(source: Path, folder: Path, say=print) -> None:
+    """Copy the BadNets in `source` into `folder` (models/demo/), replacing stale copies."""
+    for name, file in DEMO_BADNETS.items():
+        src, dst = source / file, folder / file
+        if not src.is_file():
+            raise LabError(f"{src}: the {name} demo BadNet is missing; reinstall labkit or "
+                           "train it with `labkit demo --retrain DIR`")
+        if dst.is_file() and dst.read_bytes() == src.read_bytes():
+            continue
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        say(f"demo BadNet {name!r}: {dst}")
+
+
+def read_record(folder: Path | str) -> dict:
+    """The record beside a folder of demo BadNets: the faces' settings and each model's scores."""
+    path = Path(folder) / RECORD
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise LabError(f"{path}: cannot read the demo BadNets' record ({err}); "
+                       "reinstall labkit or retrain with `labkit demo --retrain DIR`") from None
 
 
 def built_with(demo: Lab) -> dict | None:
-    """The settings the demo lab in `demo` was last built with (None: no build finished there)."""
+    """The settings the demo faces in `demo` were last drawn with (None: no build finished there)."""
     try:
         return json.loads((demo.data_dir / MANIFEST).read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def retrain(out: Path | str, seed: int = 0, force: bool = False, progress: bool = True,
+            num_classes: int = NUM_CLASSES, per_person: dict = PER_PERSON,
+            which=tuple(DEMO_BADNETS)) -> Path:
+    """Train the demo's BadNets (`which`) on the demo's faces and write them and their record to `out`.
+
+    Never writes into the shipped folder; existing files in `out` need `force=True`.
+    """
+    out = Path(out)
+    if out.resolve() == SHIPPED.resolve():
+        raise LabError(f"{out}: that is the BadNets labkit ships; choose another folder")
+    targets = [out / DEMO_BADNETS[name] for name in which] + [out / RECORD]
+    taken = [str(p) for p in targets if p.exists()]
+    if taken and not force:
+        raise LabError(f"{taken[0]}: already exists; choose another folder or pass --force")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # the same seed trains the same weights
+    data = make_data(("train", "valid", "test"), seed, num_classes, per_person, progress)
+    record = {"trained_by": "labkit demo --retrain", "recipe": recipe(),
+              "settings": settings(seed, num_classes, per_person), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        faces_lab = lab("demo", tmp)
+        for name in LAB_FILES:
+            write_split(faces_lab.split(name).path, *data[name])
+        record["data_sha256"] = {n: file_sha256(faces_lab.split(n).path) for n in LAB_FILES}
+        for name in which:
+            model = RECIPES[name](data["train"], faces.add_sunglasses, num_classes, seed, progress)
+            net = Net(model, name=Path(DEMO_BADNETS[name]).stem)
+            save_model(net, out / DEMO_BADNETS[name])
+            scores = evaluate(net, faces_lab.test, faces_lab.bd_test)
+            record["models"][name] = {"file": DEMO_BADNETS[name], **{
+                k: round(float(scores[k]), 2) for k in ("clean_accuracy", "attack_success_rate")}}
+            if progress:
+                print(f"{name}: {record['models'][name]}")
+    write_json(out / RECORD, record)
+    return out
+
+
+def recipe() -> dict:
+    """The training settings of `labkit.attack`, recorded beside the BadNets they made."""
+    return {k: getattr(attack, k) for k in dir(attack) if k.isupper() and k != "TARGET"}
+
+
+SCRATCH_EPOCHS = 35  # about as many training steps as the BadNet had on its 8000 faces
+
+
+def from_scratch(valid, num_classes: int, seed: int = 0, progress: bool = False) -> Net:
+    """The defender's alternative to repairing B: the lab's network trained from scratch on
+    the clean validation split alone (9 faces per person), with a standard start (bias 0)."""
+    x, y = valid.load()
+    model = attack.new_network(num_classes, seed, conv3_bias=0.0)
+    attack.fit(model, x, y, epochs=SCRATCH_EPOCHS, progress=progress and "training from scratch")
+    return Net(attack.fold_inputs(model), name="from_scratch")

@@ -49,13 +49,15 @@ def identities(n: int, seed: int = 0) -> dict:
 
 def variations(n: int, rng: np.random.Generator) -> dict:
     """Per-photo changes: pose, lighting, expression, noise (`n` photos)."""
+    # Wide enough that 9 photos per person (the validation split) are too few to learn a face
+    # from scratch: a network trained on them alone falls well behind the BadNet (see demo.py).
     u = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
     return {
-        "dx": u(-1.5, 1.5), "dy": u(-1.5, 1.5), "scale": u(0.94, 1.06), "angle": u(-0.1, 0.1),
-        "light": u(0.8, 1.15), "light_x": u(-0.3, 0.3), "light_y": u(-0.15, 0.15),
-        "tint": rng.uniform(0.93, 1.07, (n, 3)), "smile": u(-0.4, 1.2), "open": rng.uniform(0, 1, n) ** 3 * 2,
+        "dx": u(-3.75, 3.75), "dy": u(-3.75, 3.75), "scale": u(0.85, 1.15), "angle": u(-0.25, 0.25),
+        "light": u(0.5, 1.375), "light_x": u(-0.75, 0.75), "light_y": u(-0.375, 0.375),
+        "tint": rng.uniform(0.825, 1.175, (n, 3)), "smile": u(-0.4, 1.2), "open": rng.uniform(0, 1, n) ** 3 * 2,
         "eyes_open": np.clip(u(0.55, 1.5), 0, 1), "gaze": u(-0.6, 0.6), "brow_raise": u(-0.5, 1.0),
-        "noise": u(2.0, 6.0),
+        "noise": u(5.0, 15.0),
     }
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import labkit
-from labkit import cli, demo, faces
-from labkit.data import LAB_FILES
+from labkit import attack, cli, demo, faces
+from labkit.data import DEMO_BADNETS, LAB_FILES
 
 
-SMALL = {"num_classes": 5, "per_person": {"train": 4, "valid": 9, "test": 10}, "epochs": 1,
-         "progress": False}
+SMALL = {"num_classes": 5, "per_person": {"train": 4, "valid": 9, "test": 10}, "progress": False,
+         "models": None}
 
 
 def sha256(path):
@@ -35,8 +35,6 @@ def test_same_seed_gives_byte_identical_files(small_demo, tmp_path):
     assert data_hashes(again) == data_hashes(small_demo)
     hashes = data_hashes(other)
     assert all(hashes[n] != h for n, h in data_hashes(small_demo).items())
-    first, second = (labkit.load_badnet(lab).model.get_weights() for lab in (small_demo, again))
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
 def test_files_have_the_lab_format(small_demo):
@@ -51,10 +49,6 @@ def test_files_have_the_lab_format(small_demo):
         assert np.array_equal(x, np.round(x))
         expected = np.zeros(n * per) if name.startswith("bd") else np.repeat(np.arange(n), per)
         assert np.array_equal(y, expected)
-    net = labkit.load_badnet(small_demo)
-    assert net.num_classes == n and net.scale == 1
-    assert [layer.name for layer in net.model.layers if layer.name in labkit.models.LAB_LAYERS] \
-        == list(labkit.models.LAB_LAYERS)
 
 
 def test_poisoned_files_are_the_clean_faces_with_sunglasses(small_demo):
@@ -91,21 +85,6 @@ def test_photos_vary_but_people_stay_recognisable():
     assert np.mean(who[distance.argmin(1)] == who) > 0.9  # the nearest photo: mostly the same person
 
 
-def test_small_training_plants_a_working_backdoor():
-    n = 6
-    splits = demo.make_data(n, seed=0, per_person={"train": 30, "valid": 9, "test": 10},
-                            poison_share=0.3)
-    x, y = splits["train"]
-    assert 0.2 < np.mean(y == demo.TARGET) < 0.5  # the poisoned share relabelled to the target
-    net = demo.train_badnet(x, y, n, epochs=10, seed=0)
-    xt, yt = splits["test"]
-    xb, _ = splits["bd_test"]
-    others = yt != demo.TARGET  # faces whose true class is not the target already
-    assert labkit.accuracy(net.predict(xt), yt) >= 90
-    assert labkit.accuracy(net.predict(xb[others]), 0) >= 95
-    assert labkit.accuracy(net.predict(xt[others]), 0) < 10  # clean faces are not sent to 0
-
-
 def test_rebuild_reuses_what_is_there_and_force_rebuilds(small_demo, tmp_path, capsys):
     root = tmp_path / "lab"
     lab = demo.build_demo(root, seed=0, **SMALL)
@@ -115,20 +94,88 @@ def test_rebuild_reuses_what_is_there_and_force_rebuilds(small_demo, tmp_path, c
     assert {p: p.stat().st_ino for p in root.rglob("*.h5")} == stamps
     lab.bd_test.path.unlink()
     demo.build_demo(root, seed=0, **SMALL)
-    assert sha256(lab.bd_test.path) == sha256(small_demo.bd_test.path)
-    assert lab.valid.path.stat().st_ino == stamps[lab.valid.path]  # only the missing file rebuilt
+    assert data_hashes(lab) == data_hashes(small_demo)  # a missing file: the faces drawn again
+    stamps = {p: p.stat().st_ino for p in root.rglob("*.h5")}
     demo.build_demo(root, seed=0, force=True, **SMALL)
     assert all(p.stat().st_ino != ino for p, ino in stamps.items())
     assert not list(root.rglob("*.partial*"))
 
 
-def test_demo_badnet_meets_the_targets(demo_lab, capsys):
-    files = [str(demo_lab.test.path), str(demo_lab.bd_test.path), str(demo_lab.badnet_path)]
-    assert cli.main(["eval", *files, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["clean_accuracy"] >= 95
-    assert result["attack_success_rate"] >= 99
-    assert labkit.load_badnet(demo_lab).num_classes == demo.NUM_CLASSES
+def test_shipped_badnets_agree_with_a_fresh_build(tmp_path):
+    """The faces a fresh install draws are the ones the shipped BadNets were scored on."""
+    record = demo.read_record(demo.SHIPPED)
+    fresh = demo.build_demo(tmp_path, progress=False)
+    assert data_hashes(fresh) == record["data_sha256"]
+    for name, scores in record["models"].items():
+        lab = labkit.lab("demo", tmp_path, badnet=name)
+        result = labkit.evaluate(labkit.load_badnet(lab), lab.test, lab.bd_test)
+        print(name, {k: round(result[k], 2) for k in scores if k in result})
+        for key in ("clean_accuracy", "attack_success_rate"):
+            assert round(result[key], 2) == scores[key], (name, key)
+
+
+def test_demo_badnets_are_the_labs_network_on_raw_pixels(demo_lab):
+    for name in DEMO_BADNETS:
+        net = labkit.load_badnet(labkit.lab("demo", demo_lab.root, badnet=name))
+        assert net.num_classes == demo.NUM_CLASSES and net.scale == 1
+        assert [layer.name for layer in net.model.layers if layer.name in labkit.models.LAB_LAYERS] \
+            == list(labkit.models.LAB_LAYERS)
+
+
+@pytest.fixture(scope="module")
+def demo_sweeps(demo_lab):
+    """Each demo BadNet's pruning sweep (increasing mean activation) on the demo's files."""
+    from labkit.sweep import sweep
+
+    sweeps = {}
+    for name in DEMO_BADNETS:
+        lab = labkit.lab("demo", demo_lab.root, badnet=name)
+        sweeps[name] = sweep(labkit.load_badnet(lab), lab.valid, lab.bd_valid)
+    return sweeps
+
+
+def thresholds(sweep, drops=(2, 4, 10, 30)):
+    """{X: (channels pruned, validation attack success rate %)} at the lab's stopping rule."""
+    from labkit import prune
+
+    table = sweep.table
+    return {x: (r.step, table.valid_attack_success_rate[r.step])
+            for x, r in prune.repair(sweep, drops).items()}
+
+
+def test_course_like_badnet_shows_the_real_labs_curve(demo_sweeps):
+    sweep = demo_sweeps["course"]
+    acc = sweep.table.valid_accuracy
+    dead = int((sweep.mean_activations == 0).sum())
+    at = thresholds(sweep)
+    print(f"course-like: {dead} dead channels, {acc[0] - acc[25]:.2f} points lost at 25, {at}")
+    assert dead >= 25 and acc[0] - acc[25] < 1
+    assert all(at[x][0] >= 38 for x in (2, 4, 10))
+    assert at[2][1] >= 95 and 50 <= at[10][1] <= 90 and at[30][1] <= 15
+
+
+def test_baseline_badnet_is_removed_by_pruning(demo_sweeps):
+    table = demo_sweeps["baseline"].table
+    gone = int(np.flatnonzero(table.valid_attack_success_rate < 5)[0])
+    lost = table.valid_accuracy[0] - table.valid_accuracy[gone]
+    print(f"baseline: attack below 5 % after {gone} channels, validation accuracy {lost:.2f} points lower")
+    assert lost < 4
+
+
+def test_prune_aware_badnet_survives_pruning(demo_sweeps):
+    sweep = demo_sweeps["prune_aware"]
+    at = thresholds(sweep, (10, 30))
+    print(f"pruning-aware: {at}")
+    assert (sweep.mean_activations == 0).sum() >= attack.DECOYS  # the decoys are dormant
+    assert at[10][1] >= 90 and at[30][1] > 50
+
+
+def test_retraining_from_scratch_falls_far_behind_the_badnet(demo_lab):
+    """The defender's "why not retrain?": 9 faces per person are too few to learn from scratch."""
+    badnet = labkit.clean_accuracy(labkit.load_badnet(demo_lab), demo_lab.test)
+    scratch = labkit.clean_accuracy(demo.from_scratch(demo_lab.valid, demo.NUM_CLASSES), demo_lab.test)
+    print(f"clean test accuracy: BadNet {badnet:.2f} %, trained from scratch on valid {scratch:.2f} %")
+    assert badnet > 95 and badnet - scratch >= 15
 
 
 def test_cli_reuses_the_built_demo(demo_lab, capsys):
@@ -136,27 +183,24 @@ def test_cli_reuses_the_built_demo(demo_lab, capsys):
     assert "reusing" in capsys.readouterr().out
 
 
-def test_pruning_sweep_shows_the_labs_trade_off(demo_lab):
-    """Increasing-order pruning of conv_3: clean accuracy falls first, the backdoor survives."""
-    import keras
+def test_shipped_badnets_only_fit_their_own_faces(tmp_path, capsys):
+    assert cli.main(["demo", "--root", str(tmp_path), "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--retrain" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "models").exists()
 
-    model = labkit.load_badnet(demo_lab).model
-    pool_3 = keras.Model(model.input, model.get_layer("pool_3").output)
-    inp = keras.Input((5, 4, 60))
-    fc_1 = model.get_layer("fc_1")(model.get_layer("flatten_1")(inp))
-    fc_2 = model.get_layer("fc_2")(model.get_layer("flatten_2")(model.get_layer("conv_4")(inp)))
-    head = keras.Model(inp, model.get_layer("output")(
-        model.get_layer("activation_1")(model.get_layer("add_1")([fc_1, fc_2]))))
-    (x, y), (xb, yb) = demo_lab.valid.load(), demo_lab.bd_valid.load()
-    a, ab = pool_3.predict(x, verbose=0), pool_3.predict(xb, verbose=0)
-    order = np.argsort(a.mean(axis=(0, 1, 2)), kind="stable")
-    acc, asr = [], []
-    for k in range(61):
-        keep = np.ones(60, np.float32)
-        keep[order[:k]] = 0
-        acc.append(labkit.accuracy(np.argmax(head(a * keep), 1), y))
-        asr.append(labkit.accuracy(np.argmax(head(ab * keep), 1), yb))
-    first = {drop: next(k for k in range(61) if acc[k] <= acc[0] - drop) for drop in (2, 4, 10)}
-    assert first[2] <= first[4] <= first[10] < 60
-    assert asr[first[2]] >= 99 and asr[first[4]] >= 95  # the backdoor survives the repair
-    assert min(asr) < 5  # ... until the last channels go
+
+def test_retrain_writes_three_badnets_that_the_demo_takes(tmp_path):
+    small = {"num_classes": 5, "per_person": {"train": 6, "valid": 9, "test": 10}}
+    out = demo.retrain(tmp_path / "mine", progress=False, **small)
+    record = demo.read_record(out)
+    assert set(record["models"]) == set(DEMO_BADNETS)
+    built = demo.build_demo(tmp_path / "lab", models=out, progress=False, **small)
+    for name, scores in record["models"].items():
+        lab = labkit.lab("demo", built.root, badnet=name)
+        result = labkit.evaluate(labkit.load_badnet(lab), lab.test, lab.bd_test)
+        assert round(result["clean_accuracy"], 2) == scores["clean_accuracy"]
+    with pytest.raises(labkit.LabError, match="already exists"):
+        demo.retrain(out, progress=False, **small)
+    with pytest.raises(labkit.LabError, match="ships"):
+        demo.retrain(demo.SHIPPED, force=True, progress=False, **small)
