@@ -102,8 +102,10 @@ def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Pat
 def is_goodnet(path: Path | str) -> bool:
     """Whether `path` is a `.keras` file holding a GoodNet saved by `save_goodnet`.
 
-    Anything malformed is not a GoodNet: `load_model` then says what is wrong with it.
+    Anything else (a FIFO, a folder, a malformed file) is not: `load_model` then says what it is.
     """
+    if not Path(path).is_file():  # never open what is not a regular file (a FIFO would block)
+        return False
     layers = _config(path).get("layers")
     names = {layer.get("config", {}).get("name") for layer in layers
              if isinstance(layer, dict) and isinstance(layer.get("config"), dict)} \

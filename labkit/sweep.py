@@ -88,9 +88,11 @@ class Sweep:
         return pd.DataFrame(cols)
 
     def to_csv(self, path: Path | str, protect: tuple = ()) -> Path:
-        """Write the table as CSV, atomically."""
+        """Write the table as CSV, atomically: percentages to 2 decimals, their columns named `*_pct`."""
+        percent = [column for column, _, _ in COLUMNS if column in self.table]
+        table = self.table.round({"fraction_pruned": 4, "mean_activation": 6, **dict.fromkeys(percent, 2)})
         with atomic_path(path, protect) as tmp:
-            self.table.to_csv(tmp, index=False)
+            table.rename(columns={c: f"{c}_pct" for c in percent}).to_csv(tmp, index=False)
         return Path(path)
 
 

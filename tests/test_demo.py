@@ -107,6 +107,7 @@ def test_rebuild_reuses_what_is_there_and_force_rebuilds(small_demo, tmp_path, c
 def test_shipped_badnets_agree_with_a_fresh_build(tmp_path):
     """The faces a fresh install draws are the ones the shipped BadNets were scored on."""
     record = demo.read_record(demo.SHIPPED)
+    assert record["recipe"] == demo.recipe()  # labkit.attack's settings are the ones they were made with
     fresh = demo.build_demo(tmp_path, progress=False)
     assert data_hashes(fresh) == record["data_sha256"]
     for name, scores in record["models"].items():

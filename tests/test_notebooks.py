@@ -163,3 +163,15 @@ def test_04_verdicts_come_from_a_visible_rule():
     students_see = [c.source for c in cells if "instructor" not in c.metadata.get("tags", [])]
     for text in (*students_see, (ROOT / "labkit" / "analysis.py").read_text()):
         assert "prune-aware" not in text and "pruning-aware" not in text  # nothing claimed unmeasured
+
+
+def test_notebooks_run_on_the_other_demo_badnets(demo_lab, tmp_path):
+    """Each notebook also runs with another demo BadNet (nbval runs them all on "course")."""
+    notebooks = ROOT / "notebooks"
+    papermill("01_evaluate.ipynb", tmp_path / "01.ipynb", notebooks, ("badnet", "baseline"))
+    for name in ("02_prune", "03_goodnet", "04_analysis"):
+        papermill(f"{name}.ipynb", tmp_path / f"{name}.ipynb", notebooks, ("badnet", "prune_aware"))
+    aware = labkit.lab("demo", demo_lab.root, badnet="prune_aware")
+    info = json.loads((aware.repaired_dir / "repaired_4.json").read_text())
+    assert info["source_model"].endswith("prune_aware_bd_net.h5")
+    assert (aware.report_dir / "report.md").is_file()
