@@ -76,7 +76,8 @@ def order_ablation(sweeps: dict, drop: float, beaten: float) -> Ablation:
         table[col] = table[col].astype("Int64")
     text = " ".join(
         f"In {row['order']} order, validation accuracy falls {drop:g} points below B's after "
-        + ("no number of channels" if pd.isna(row.iloc[1]) else f"{int(row.iloc[1])} channels")
+        + ("no number of channels" if pd.isna(row.iloc[1]) else
+           f"{int(row.iloc[1])} channel{'' if row.iloc[1] == 1 else 's'}")
         + ("." if pd.isna(row.iloc[2]) else f", when the attack success rate is {row.iloc[2]:.2f} %.")
         for _, row in table.iterrows())
     return Ablation(text, table)
