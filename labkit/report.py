@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .data import lab, project_root
 from .errors import LabError, one_line
-from .files import atomic_path
+from .files import atomic_path, check_outputs
 
 NOTEBOOKS = "[0-9][0-9]_*.ipynb"  # 01_evaluate.ipynb ... 04_analysis.ipynb, in this order
 
@@ -32,6 +32,7 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
     if not notebooks:
         raise LabError(f"{root / 'notebooks'}: no numbered notebooks (01_*.ipynb, ...) found; "
                        "run this in the labkit folder or set LABKIT_HOME to it")
+    check_outputs([out / "report.pdf", *(out / n.name for n in notebooks)])  # before anything is built
     if dataset == "demo":
         from .demo import build_demo
 

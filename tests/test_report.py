@@ -171,3 +171,15 @@ def test_run_all_failing_notebook_is_one_line(project, capfd, monkeypatch):
     err = capfd.readouterr().err
     assert err.splitlines()[-1].startswith("labkit: error: 02_b.ipynb failed in cell [4]")
     assert "WARNING" not in err and "Traceback" not in err  # the kernel's log stays quiet
+
+
+def test_run_all_refuses_a_report_folder_that_is_a_file_before_building_anything(project, monkeypatch):
+    from labkit import demo
+
+    (project / "report").mkdir()
+    (project / "report" / "demo").write_text("a file where the report folder goes")
+    built = []
+    monkeypatch.setattr(demo, "build_demo", lambda **kw: built.append(kw), raising=False)
+    with pytest.raises(LabError, match="is a file"):
+        run_all("demo", root=project, progress=False)
+    assert not built and (project / "report" / "demo").read_text().startswith("a file")
