@@ -27,7 +27,7 @@ the few faces the defender has.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,8 @@ class FineTuned:
     history: object  # pandas table, one row per epoch (0: before training)
     settings: dict  # epochs, learning rate, batch size, seed, watch share, images used
     watch_accuracy_badnet: float | None = None  # B on the watch part
-    seconds: float = 0.0  # time spent training
-    source: Path | None = field(default=None)
-
+    seconds: float = 0.0  # time in the training loop (the watch part and `measure` included)
+    source: Path | None = None  # the BadNet's file, when it came from one
 
     def __str__(self) -> str:
         h = self.history
@@ -135,8 +134,9 @@ def fine_tune(net: Net, valid: Split, epochs: int = EPOCHS, lr: float = LEARNING
     train.model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
     rng, rows, start = np.random.default_rng([seed, 6]), [], time.perf_counter()
 
-    def row(epoch, loss):
-        rows.append({"epoch": epoch, "loss": loss, "watch_accuracy": accuracy(train.predict(watch[0]), watch[1]),
+    def row(epoch, loss):  # after each epoch: the watch part, and what `measure` asks for
+        rows.append({"epoch": epoch, "loss": loss,
+                     "watch_accuracy": accuracy(train.predict(watch[0]), watch[1]),
                      **{col: accuracy(*predict(train, split)) for col, split in (measure or {}).items()}})
 
     row(0, float("nan"))
