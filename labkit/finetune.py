@@ -64,7 +64,8 @@ class FineTuned:
         h = self.history
         what = ("fine-tuned B (no pruning)" if self.drop == 0 else
                 f"X = {drop_text(self.drop)}: pruned {len(self.pruned)} channels, then fine-tuned")
-        return (f"{what}; {self.settings['epochs']} epochs in {self.seconds:.1f} s; accuracy on the "
+        n = self.settings["epochs"]
+        return (f"{what}; {n} epoch{'s' * (n != 1)} in {self.seconds:.1f} s; accuracy on the "
                 f"watch part {h.watch_accuracy.iloc[0]:.2f} % -> {h.watch_accuracy.iloc[-1]:.2f} %")
 
 

@@ -152,7 +152,7 @@ def test_fine_prune_command_writes_the_pair_and_force_replaces(tiny_lab, tmp_pat
     out = tmp_path / "out"
     assert cli.main([str(a) for a in args(tiny_lab, out, "--drop", "0")]) == 0
     printed = capsys.readouterr().out
-    assert "fine-tuned B (no pruning); 1 epochs" in printed and "fine_tuned.h5" in printed
+    assert "fine-tuned B (no pruning); 1 epoch in" in printed and "fine_tuned.h5" in printed
     info = json.loads((out / "fine_tuned.json").read_text())
     assert info["method"] == "fine-tuning" and info["pruned_channels"] == [] and info["seed"] == 0
     assert cli.main([str(a) for a in args(tiny_lab, out, "--drop", "0")]) == 2
