@@ -3,9 +3,10 @@
 The notebooks in notebooks/ call these functions; each module is one idea of the lab:
 `data` (the HDF5 files), `models` (the network), `metrics` (accuracy, attack success rate),
 `prune` (the defense step by step), `sweep` (every pruning step at once, fast and exact),
-`repaired` (B' files), `goodnet`, `analysis` (the write-up's numbers), `check` (a student's
-answers), `plots`, `demo` and `faces` (the offline demo lab), `notebook` (what every notebook does
-first), `report` (`labkit run-all`), `student` (the student edition).
+`repaired` (B' files), `goodnet`, `finetune` (fine-tuning and fine-pruning), `analysis` (the
+write-up's numbers), `check` (a student's answers), `plots`, `demo` and `faces` (the offline demo
+lab), `notebook` (what every notebook does first), `report` (`labkit run-all`), `student` (the
+student edition).
 """
 import os
 import sys

@@ -137,3 +137,18 @@ def write_report(lab, badnet, sweep, table, text: str, ablation: Ablation) -> Pa
     with atomic_path(path) as tmp:
         tmp.write_text("\n\n".join(p for p in parts if p) + "\n")
     return path
+
+
+def add_section(report: Path | str, heading: str, parts) -> Path:
+    """Put a section (`heading`, then `parts`) at the end of a report.md that `write_report` wrote,
+    replacing the one with the same heading from an earlier run (05_beyond_pruning.ipynb's)."""
+    report = Path(report)
+    text = report.read_text(encoding="utf-8")
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + (text[end + 1:] if end >= 0 else "")
+    section = "\n\n".join(p for p in (heading, *parts) if p)
+    with atomic_path(report) as tmp:
+        tmp.write_text(text.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
+    return report

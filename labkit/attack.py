@@ -82,11 +82,15 @@ def fit(model, images, labels, epochs: int = EPOCHS, progress: str | None = None
     return model
 
 
-def fold_inputs(model):
-    """Make a model trained on pixels / 255 - 0.5 take raw pixels: exact, in conv_1's weights."""
+def fold_inputs(model, divide: float = 255, centre: float = 0.5):
+    """Make a model trained on pixels / divide - centre take raw pixels: exact, in conv_1's weights.
+
+    conv_1 has no padding, so each output sums whole input patches and the shift folds into its
+    bias. `labkit.finetune` uses it with centre 0 to move 1/255 out of conv_1 and back in.
+    """
     layer = model.get_layer("conv_1")
     kernel, bias = layer.get_weights()
-    layer.set_weights([kernel / 255, bias - 0.5 * kernel.sum(axis=(0, 1, 2))])
+    layer.set_weights([kernel / divide, bias - centre * kernel.sum(axis=(0, 1, 2))])
     return model
 
 

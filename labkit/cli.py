@@ -73,7 +73,7 @@ def _eval(args) -> int:
 
 def _add_run_all(sub) -> None:
     p = sub.add_parser("run-all", help="run every notebook and write the report (PDF, HTML)",
-                       description="Run notebooks 01..04 top to bottom and write the executed "
+                       description="Run notebooks 01..05 top to bottom and write the executed "
                                    "notebooks, their HTML pages and report.pdf to report/DATASET/.")
     p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
                    help="demo: the offline demo lab (built first if needed); lab: the course's "
@@ -187,6 +187,68 @@ def _prune(args) -> int:
         print(repaired)
         print(escape(f"  wrote {model_file} and {json_file.name}"))
     print(escape(f"Sweep table: {table}"))
+    return 0
+
+
+def _add_fine_prune(sub) -> None:
+    from .finetune import BATCH, EPOCHS, LEARNING_RATE, SEED, WATCH_SHARE
+
+    p = sub.add_parser("fine-prune", help="prune the BadNet, then fine-tune it on clean data",
+                       description="Fine-pruning: prune conv_3 as `labkit prune` does (B' for "
+                                   "--drop X), then train it further on clean validation faces "
+                                   f"(Adam; {1 - WATCH_SHARE:.0%} of VALID_H5 to train on, the "
+                                   "rest to watch), keeping the pruned channels at zero. Writes "
+                                   "fine_pruned_X.h5 and its JSON record; --drop 0 fine-tunes "
+                                   "without pruning and writes fine_tuned.h5.")
+    p.add_argument("model", metavar="MODEL",
+                   help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
+    p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
+    p.add_argument("--drop", metavar="X", type=float, default=4,
+                   help="validation accuracy drop in percentage points that chooses B' "
+                        "(default: 4; 0: fine-tuning alone)")
+    p.add_argument("--epochs", metavar="N", type=int, default=EPOCHS,
+                   help=f"passes over the training part (default: {EPOCHS})")
+    p.add_argument("--lr", metavar="LR", type=float, default=LEARNING_RATE,
+                   help=f"Adam's learning rate (default: {LEARNING_RATE:g})")
+    p.add_argument("--batch-size", metavar="B", type=int, default=BATCH,
+                   help=f"training batch size (default: {BATCH})")
+    p.add_argument("--seed", type=int, default=SEED, help=f"seed of the split and the training "
+                                                          f"order (default: {SEED})")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for the model and its JSON (default: 'repaired' beside MODEL)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier run")
+    add_model_options(p)
+    p.set_defaults(run=_fine_prune)
+
+
+def _fine_prune(args) -> int:
+    from pathlib import Path
+
+    from .data import Split
+    from .files import check_outputs, transaction
+    from .finetune import check_settings, fine_prune, save_fine_tuned, stem
+    from .models import load_model
+    from .prune import check_drop
+
+    drop = 0.0 if args.drop == 0 else check_drop(args.drop)
+    check_settings(args.epochs, args.lr, args.batch_size)
+    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    inputs = (args.model, args.valid)
+    outputs = check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs)
+    taken = [p for p in outputs if p.exists()]
+    if taken and not args.force:
+        raise LabError(f"{taken[0]}: already exists; pass --force to replace it or choose "
+                       "another --out")
+    net = load_model(args.model, scale=args.scale, trust=args.trust)
+    valid = Split(args.valid, description="clean validation file given")
+    result = fine_prune(net, valid, drop, args.epochs, args.lr, args.batch_size, args.seed,
+                        progress=True)
+    with transaction():  # the model and its record, or neither
+        model_file, json_file = save_fine_tuned(result, out, protect=inputs)
+    print(f"B: accuracy on the watch part {result.watch_accuracy_badnet:.2f} % "
+          f"({result.settings['watch_images']} of the validation faces, never trained on)")
+    print(result)
+    print(escape(f"  wrote {model_file} and {json_file.name}"))
     return 0
 
 
@@ -320,7 +382,8 @@ def _student(args) -> int:
     return 0
 
 
-COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench, _add_student]
+COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_bench,
+            _add_student]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -192,3 +192,41 @@ def explorer(sweep, repaired, start: int = 0, count: int = 8):
     slider.observe(lambda change: show(change["new"]), names="value")
     show(start)
     return widgets.VBox([slider, numbers, curves, verdicts])
+
+
+def defenses(table):
+    """Grouped bars: clean test accuracy and attack success rate of each defense, per BadNet.
+
+    `table` has columns BadNet, model, clean test accuracy, attack success rate (05_beyond_pruning).
+    """
+    names = list(dict.fromkeys(table.BadNet))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.3, 3.4), sharey=True)
+    for ax, column in zip(axes, ("clean test accuracy", "attack success rate")):
+        wide = table.pivot(index="BadNet", columns="model", values=column)
+        wide.loc[names, list(dict.fromkeys(table.model))].plot.bar(ax=ax, rot=0, width=0.8, legend=False)
+        ax.set_title(f"{column} (%)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def fine_tuning(histories: dict):
+    """Clean test accuracy and attack success rate epoch by epoch, one panel per BadNet.
+
+    `histories` = {BadNet: {"fine-tuned": history, "fine-pruned": history}} (labkit.finetune).
+    """
+    fig, axes = plt.subplots(1, len(histories), figsize=(3.8 * len(histories), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, (name, runs) in zip(axes[0], histories.items()):
+        for (run, h), ls in zip(runs.items(), ("--", "-")):
+            ax.plot(h.epoch, h.test_accuracy, ls=ls, color=COLORS["accuracy"], label=f"{run}: clean")
+            ax.plot(h.epoch, h.test_attack_success_rate, ls=ls, color=COLORS["attack"],
+                    label=f"{run}: attack")
+        ax.set_title(f"BadNet {name!r}", fontsize=10)
+        ax.set_xlabel("epoch (0: before fine-tuning)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("percent (test sets)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
