@@ -302,6 +302,23 @@ def _bench(args) -> int:
     return 0
 
 
+def _add_standin(sub) -> None:
+    p = sub.add_parser("standin", help="a real-size stand-in lab made from the demo (for speed)",
+                       description="Write a project folder holding the demo's faces repeated to "
+                                   "the lab's image counts and the demo BadNet widened to 1283 "
+                                   "classes; run it with LABKIT_HOME=DIR labkit run-all "
+                                   "--dataset lab.")
+    p.add_argument("out", metavar="DIR", help="the folder to write (not this checkout)")
+    p.set_defaults(run=_standin)
+
+
+def _standin(args) -> int:
+    from .standin import make_standin
+
+    make_standin(args.out)
+    return 0
+
+
 def _add_student(sub) -> None:
     p = sub.add_parser("student", help="write the student edition of the notebooks (instructors)",
                        description="Write the notebooks with every solution region replaced by "
@@ -320,7 +337,8 @@ def _student(args) -> int:
     return 0
 
 
-COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench, _add_student]
+COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench, _add_standin,
+            _add_student]
 
 
 def parser() -> argparse.ArgumentParser:
