@@ -126,11 +126,9 @@ def _demo(args) -> int:
 
 
 def _add_prune(sub) -> None:
-    from .prune import RULE
-
     p = sub.add_parser("prune", help="prune the BadNet's conv_3 channels and save repaired B'",
-                       description=f"Prune conv_3 channels least active first and save B' for "
-                                   f"each drop X: {RULE}.")
+                       description="Prune conv_3 channels least active first and save B' for "
+                                   "each drop X (the rule that picks B' is printed with them).")
     p.add_argument("model", metavar="MODEL",
                    help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
     p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
@@ -337,6 +335,8 @@ def _student(args) -> int:
     return 0
 
 
+# run-all's notebooks run in kernels of their own: its process only waits for them
+WITHOUT_TENSORFLOW = ("run-all", "student")
 COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_goodnet, _add_bench, _add_standin,
             _add_student]
 
@@ -347,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for name in WITHOUT_TENSORFLOW:
+        sub.choices[name].set_defaults(tensorflow=False)
+    p.set_defaults(tensorflow=True)
     return p
 
 
@@ -354,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; every failure a user can cause ends in one line and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parser().parse_args(argv)
-    import_tensorflow_quietly()
+    if args.tensorflow:  # only commands that run a network pay for TensorFlow's start-up
+        import_tensorflow_quietly()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's and TensorFlow's would add lines
