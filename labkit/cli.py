@@ -277,11 +277,13 @@ def read_face(path):
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop",
-                       description="Write random images at the lab's size to temporary HDF5 "
-                                   "files, run the fast sweep and a few steps of the loop "
-                                   "students write, and report times, memory and agreement "
-                                   "as JSON.")
+    p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop and "
+                                     "the machine's ceiling",
+                       description="On the lab's own files, or the real-size stand-in made from "
+                                   "the demo (labkit standin), run the fast sweep, a few steps of "
+                                   "the loop students write (extrapolated) and the machine's "
+                                   "ceiling (a plain matmul, the convolutions in memory), and "
+                                   "report times, ratios, memory and agreement as JSON.")
     p.add_argument("--small", action="store_true", help="10x fewer images, for a quick run")
     p.add_argument("--out", metavar="FILE.json", default=None, help="also write the JSON here")
     p.set_defaults(run=_bench)

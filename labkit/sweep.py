@@ -52,6 +52,7 @@ class Sweep:
     classes: dict  # name -> int array (steps + 1, images)
     labels: dict  # name -> the file's labels (the target class in a poisoned file)
     exact_masking: bool = True
+    head_images: int = 0  # images run through the layers after pool_3, over all steps (masking)
 
     @property
     def steps(self) -> int:
@@ -149,7 +150,8 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
             flat, classes, start = masked_predictions(badnet, acts, chosen, bar), {}, 0
             for name, n in sizes.items():
                 classes[name], start = flat[:, start:start + n], start + n
-    return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem)
+    work = 0 if problem else len(acts) + int((acts != 0).any(axis=(1, 2))[:, chosen].sum())
+    return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem, work)
 
 
 def _stacked_activations(net: Net, splits: dict, cache, progress: bool):
