@@ -30,7 +30,7 @@ def widen(net, num_classes: int = LAB_CLASSES):
     """`net` with `num_classes` outputs; the extra ones never win, so the classes are unchanged."""
     from .models import Net, build_badnet, WEIGHTED_LAYERS
 
-    model = build_badnet(num_classes, f"{net.name}_{num_classes}", net.scale)
+    model = build_badnet(num_classes, f"{net.name}_{num_classes}")  # the Net applies the scale
     for name in WEIGHTED_LAYERS[:-1]:
         model.get_layer(name).set_weights(net.model.get_layer(name).get_weights())
     kernel, bias = net.model.get_layer("output").get_weights()

@@ -36,3 +36,15 @@ def test_head_flops_counts_the_layers_after_pool_3():
 
     per_image = 1200 * 160 + 4 * 3 * 240 * 80 + 960 * 160 + 160 * 1283  # multiply-adds
     assert bench.head_flops(Net(build_badnet(1283))) == 2 * per_image
+
+
+def test_standin_network_predicts_the_demo_badnets_classes_with_the_labs_outputs(tiny_net):
+    from labkit.faces import draw_faces, identities
+    from labkit.standin import widen
+
+    import numpy as np
+
+    x = draw_faces(identities(10), np.arange(10), np.random.default_rng(0))
+    wide = widen(tiny_net)
+    assert wide.num_classes == 1283 and wide.scale == tiny_net.scale
+    assert (wide.predict(x) == tiny_net.predict(x)).all()
