@@ -98,7 +98,8 @@ finally:
 
 
 @pytest.mark.parametrize("args, loaded", [
-    (["--help"], False), (["student"], False), (["student", "README.md"], False), (["eval", "x.h5"], False), (["run-all"], False),
+    (["--help"], False), (["student"], False), (["student", "README.md"], False),
+    (["eval", "x.h5"], False), (["run-all"], False),
     (["eval", "missing.h5", "missing.h5", "missing.h5"], True)])
 def test_tensorflow_is_imported_only_by_commands_that_run_a_network(args, loaded):
     proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True)
