@@ -8,6 +8,7 @@ write-up's numbers), `check` (a student's answers), `plots`, `demo` and `faces` 
 lab), `notebook` (what every notebook does first), `report` (`labkit run-all`), `student` (the
 student edition).
 """
+import importlib
 import os
 import sys
 
@@ -17,9 +18,25 @@ if "ipykernel" in sys.modules:  # in a notebook, TensorFlow's C++ start-up lines
 
     import_tensorflow_quietly()
 
-from .data import Lab, Split, lab, project_root, write_split  # noqa: E402
-from .errors import LabError  # noqa: E402
-from .metrics import accuracy, attack_success_rate, clean_accuracy, evaluate  # noqa: E402
-from .models import Net, build_badnet, load_badnet, load_model, save_model  # noqa: E402
-
 __version__ = "0.1.0"
+
+# the names notebooks use as `labkit.<name>`, imported on first use, so that `labkit --help`
+# and argument errors answer before numpy, h5py or TensorFlow are loaded
+_NAMES = {"data": ("Lab", "Split", "lab", "project_root", "write_split"), "errors": ("LabError",),
+          "metrics": ("accuracy", "attack_success_rate", "clean_accuracy", "evaluate"),
+          "models": ("Net", "build_badnet", "load_badnet", "load_model", "save_model")}
+_MODULE = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _MODULE:
+        return getattr(importlib.import_module(f".{_MODULE[name]}", __name__), name)
+    try:
+        return importlib.import_module(f".{name}", __name__)  # labkit.data, labkit.prune, ...
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise  # the module exists but needs a package that is missing
+        raise AttributeError(f"module 'labkit' has no attribute {name!r}") from None
+
+
+__all__ = sorted(_MODULE)

@@ -1,9 +1,17 @@
-"""`labkit bench`: the masked pruning sweep against the loop students write, at the lab's size.
+"""`labkit bench`: the masked pruning sweep against the loop students write and against what the
+machine can do, at the lab's size, on face-like data.
 
-Random images are written to HDF5 files of the lab's format and size in a temporary folder. The
-fast sweep runs on them (all 60 steps, every column), then a few steps of the naive loop are
-timed: copy B, zero the channels pruned so far, predict every file with the full network
-(`model.predict`, as in the students' notebooks). Both must predict the same classes.
+The data are the lab's own four files when they are in data/ (with models/bd_net.h5), else the
+real-size stand-in (`labkit.standin`: the demo's faces repeated to the lab's counts, the demo
+BadNet widened to 1283 classes) written to a temporary folder. The fast sweep runs on the four
+files (all 60 steps, every column, nothing cached). Then, in the same run:
+
+- the naive loop, timed on a few steps and extrapolated to 60 (copy B, zero the channels pruned
+  so far, `model.predict` every file, as in the students' notebooks); both must agree;
+- the machine's ceiling: a plain float32 matmul (FLOP/s) and B's convolutions up to `pool_3` on
+  images already in memory (images/s). The sweep cannot beat the time these give for its work:
+  every image through the convolutions once, and the layers after `pool_3` for every image a
+  pruning step changes (`Sweep.head_images`) at the matmul's rate.
 """
 from __future__ import annotations
 
@@ -14,44 +22,34 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .data import CHANNELS_FIRST, LAB_FILES, Split, project_root
-from .models import Net, build_badnet, load_model
-from .prune import CONV, prune
+from .data import LAB_FILES, lab, project_root
+from .models import Net, load_badnet, load_model
+from .prune import CONV, FEATURE_BATCH, POOL, feature_fn, prune
+from .standin import LAB_SIZES, repeat_split, widen
 from .sweep import sweep
 
-LAB_SIZES = {"valid": 11547, "test": 12830, "bd_test": 12830}  # images in the real lab's files
 NAIVE_STEPS = 5  # naive steps timed; a step costs the same whatever k is
-CHUNK = 1024  # images written at once
+REPEATS = 3  # the ceiling's measurements: the best of this many
+MATMUL = 2048  # the plain matmul: (MATMUL x MATMUL) @ (MATMUL x MATMUL), float32
 
 
-def lab3_weights() -> Path:
-    """Where the real lab's BadNet weights are, beside the checkout."""
-    return project_root().parent / "shared" / "real" / "lab3_bd_weights.h5"
+def _lab(folder: Path, small: bool):
+    """B and the four splits: the lab's own files if present, else the stand-in in `folder`."""
+    own = lab("lab", project_root())
+    if not small and all(own.split(n).path.is_file() for n in LAB_FILES) and own.badnet_path.is_file():
+        return load_badnet(own), {n: own.split(n) for n in LAB_FILES}, "the lab's own files"
+    from .demo import build_demo
 
-
-def _badnet() -> tuple[Net, str]:
-    if lab3_weights().is_file():
-        return load_model(lab3_weights()), "the lab's BadNet (lab3_bd_weights.h5)"
-    import keras
-
-    keras.utils.set_random_seed(0)
-    return Net(build_badnet(1283), name="random"), "random weights, the lab's architecture"
-
-
-def write_random_split(path: Path, n: int, num_classes: int, poisoned: bool, seed: int) -> Split:
-    """A lab file of `n` random images (pixels 0..255), written in chunks to keep memory low."""
-    rng = np.random.default_rng(seed)
-    with h5py.File(path, "w") as f:
-        data = f.create_dataset("data", (n, *CHANNELS_FIRST), np.float32)
-        for start in range(0, n, CHUNK):
-            m = min(CHUNK, n - start)
-            data[start:start + m] = rng.integers(0, 256, (m, *CHANNELS_FIRST)).astype(np.float32)
-        labels = np.zeros(n) if poisoned else rng.integers(0, num_classes, n)
-        f.create_dataset("label", data=labels.astype(np.float64))
-    return Split(path, LAB_FILES[path.stem][1], poisoned)  # the kind of the lab file of that name
+    demo = build_demo(progress=False)
+    target = lab("lab", folder)
+    for name in LAB_FILES:
+        repeat_split(demo.split(name).path, target.split(name).path,
+                     LAB_SIZES[name] // 10 if small else LAB_SIZES[name])
+    return (widen(load_model(demo.badnet_path)), {n: target.split(n) for n in LAB_FILES},
+            "stand-in: the demo's faces repeated to the lab's counts, the demo BadNet widened to "
+            "1283 classes (labkit standin)")
 
 
 def peak_rss_mb() -> float:
@@ -68,22 +66,57 @@ def _naive_step(badnet: Net, channels, data: dict) -> dict:
             for name, x in data.items()}
 
 
+def _best(fn) -> float:
+    """The shortest of REPEATS timings of `fn()`, in seconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def head_flops(net: Net) -> int:
+    """Floating-point operations of the layers after `pool_3` for one image (2 per multiply-add)."""
+    macs = 0
+    for name in ("fc_1", "conv_4", "fc_2", "output"):
+        layer = net.model.get_layer(name)
+        positions = int(np.prod(layer.output.shape[1:-1])) if name == "conv_4" else 1
+        macs += layer.get_weights()[0].size * positions
+    return 2 * macs
+
+
+def ceiling(net: Net, images: np.ndarray) -> dict:
+    """The machine's speed for the sweep's two kinds of work, measured now (best of REPEATS)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((MATMUL, MATMUL))
+    matmul = 2 * MATMUL**3 / _best(lambda: tf.matmul(a, a).numpy())
+    fn, x = feature_fn(net, POOL), images[:1024]
+    convs = len(x) / _best(lambda: [fn(x[i:i + FEATURE_BATCH]).numpy()
+                                    for i in range(0, len(x), FEATURE_BATCH)])
+    return {"matmul_gflops": round(matmul / 1e9, 1), "convolutions_images_per_second": round(convs),
+            "how": f"tf.matmul of two {MATMUL}x{MATMUL} float32 matrices; B up to {POOL} on "
+                   f"{len(x)} face images in memory, batches of {FEATURE_BATCH}; best of {REPEATS}"}
+
+
 def run(small: bool = False, progress: bool = False) -> dict:
-    """Run the benchmark; return its results (seconds, MB, agreement) as a dict."""
-    badnet, source = _badnet()
-    sizes = {name: n // 10 if small else n for name, n in LAB_SIZES.items()}
+    """Run the benchmark; return its results (seconds, MB, agreement, ratios) as a dict."""
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
-        splits = {name: write_random_split(Path(tmp) / f"{name}.h5", n, badnet.num_classes,
-                                           name.startswith("bd"), seed)
-                  for seed, (name, n) in enumerate(sizes.items())}
+        badnet, splits, source = _lab(Path(tmp), small)
         if hasattr(os, "sync"):
             os.sync()  # the files are on disk before the clock starts, as a lab's files are
         start = time.perf_counter()
-        fast = sweep(badnet, splits["valid"], test=splits["test"], bd_test=splits["bd_test"],
-                     progress=progress)
+        fast = sweep(badnet, splits["valid"], splits["bd_valid"], splits["test"],
+                     splits["bd_test"], progress=progress)
         fast_seconds = time.perf_counter() - start
         fast_peak = peak_rss_mb()
         data = {name: s.load()[0] for name, s in splits.items()}  # students hold the arrays
+    machine = ceiling(badnet, data["valid"])
+    images = sum(len(x) for x in data.values())
+    bound = (images / machine["convolutions_images_per_second"]
+             + fast.head_images * head_flops(badnet) / (machine["matmul_gflops"] * 1e9))
     steps = np.unique(np.linspace(1, fast.steps, NAIVE_STEPS).round().astype(int)).tolist()
     times, mismatches, compared = [], 0, 0
     for k in steps:
@@ -94,21 +127,28 @@ def run(small: bool = False, progress: bool = False) -> dict:
             mismatches += int((pred != fast.predictions(name, k)).sum())
             compared += len(pred)
     per_step = float(np.mean(times))
-    naive_total = per_step * fast.steps
+    naive_total = per_step * (fast.steps + 1)  # steps 0..60, as the sweep measures them
     return {
         "small": small,
-        "model": source,
-        "images": sizes,
+        "data": source,
+        "images": {name: len(x) for name, x in data.items()},
         "layer_pruned": CONV,
         "steps": fast.steps,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()]},
         "fast_sweep": {"seconds": round(fast_seconds, 2), "exact_masking": fast.exact_masking,
-                       "columns": list(fast.table.columns)},
+                       "head_images": fast.head_images, "columns": list(fast.table.columns)},
         "naive_loop": {"steps_timed": steps, "seconds_per_step": round(per_step, 2),
-                       "seconds_all_steps_estimated": round(naive_total, 1),
-                       "what": "copy B, zero the channels pruned so far, model.predict on "
-                               "every file (batch size 32, Keras' default)"},
-        "speedup": round(naive_total / fast_seconds, 1),
+                       "seconds_all_steps_extrapolated": round(naive_total, 1),
+                       "what": "EXTRAPOLATED from the steps timed: copy B, zero the channels "
+                               "pruned so far, model.predict on every file (batch size 32, "
+                               "Keras' default), for each of the 61 steps"},
+        "ceiling": {**machine, "sweep_seconds_at_ceiling": round(bound, 2),
+                    "what": "every image through the convolutions once at the measured rate, "
+                            "plus the layers after pool_3 for fast_sweep.head_images images at "
+                            "the matmul's rate"},
+        "speedup_over_naive": round(naive_total / fast_seconds, 1),
+        "times_the_ceiling": round(fast_seconds / bound, 2),
         "peak_memory_mb": {"after_fast_sweep": round(fast_peak, 1),
                            "after_naive_loop": round(peak_rss_mb(), 1),
                            "how": "resource.getrusage(RUSAGE_SELF).ru_maxrss: the process's "

@@ -126,11 +126,9 @@ def _demo(args) -> int:
 
 
 def _add_prune(sub) -> None:
-    from .prune import RULE
-
     p = sub.add_parser("prune", help="prune the BadNet's conv_3 channels and save repaired B'",
-                       description=f"Prune conv_3 channels least active first and save B' for "
-                                   f"each drop X: {RULE}.")
+                       description="Prune conv_3 channels least active first and save B' for "
+                                   "each drop X (the rule that picks B' is printed with them).")
     p.add_argument("model", metavar="MODEL",
                    help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
     p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
@@ -341,11 +339,13 @@ def read_face(path):
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop",
-                       description="Write random images at the lab's size to temporary HDF5 "
-                                   "files, run the fast sweep and a few steps of the loop "
-                                   "students write, and report times, memory and agreement "
-                                   "as JSON.")
+    p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop and "
+                                     "the machine's ceiling",
+                       description="On the lab's own files, or the real-size stand-in made from "
+                                   "the demo (labkit standin), run the fast sweep, a few steps of "
+                                   "the loop students write (extrapolated) and the machine's "
+                                   "ceiling (a plain matmul, the convolutions in memory), and "
+                                   "report times, ratios, memory and agreement as JSON.")
     p.add_argument("--small", action="store_true", help="10x fewer images, for a quick run")
     p.add_argument("--out", metavar="FILE.json", default=None, help="also write the JSON here")
     p.set_defaults(run=_bench)
@@ -361,6 +361,23 @@ def _bench(args) -> int:
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_standin(sub) -> None:
+    p = sub.add_parser("standin", help="a real-size stand-in lab made from the demo (for speed)",
+                       description="Write a project folder holding the demo's faces repeated to "
+                                   "the lab's image counts and the demo BadNet widened to 1283 "
+                                   "classes; run it with LABKIT_HOME=DIR labkit run-all "
+                                   "--dataset lab.")
+    p.add_argument("out", metavar="DIR", help="the folder to write (not this checkout)")
+    p.set_defaults(run=_standin)
+
+
+def _standin(args) -> int:
+    from .standin import make_standin
+
+    make_standin(args.out)
     return 0
 
 
@@ -382,8 +399,10 @@ def _student(args) -> int:
     return 0
 
 
+# run-all's notebooks run in kernels of their own: its process only waits for them
+WITHOUT_TENSORFLOW = ("run-all", "student")
 COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_bench,
-            _add_student]
+            _add_standin, _add_student]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -392,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for name in WITHOUT_TENSORFLOW:
+        sub.choices[name].set_defaults(tensorflow=False)
+    p.set_defaults(tensorflow=True)
     return p
 
 
@@ -399,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; every failure a user can cause ends in one line and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parser().parse_args(argv)
-    import_tensorflow_quietly()
+    if args.tensorflow:  # only commands that run a network pay for TensorFlow's start-up
+        import_tensorflow_quietly()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's and TensorFlow's would add lines

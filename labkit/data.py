@@ -233,6 +233,11 @@ class Lab:
         folder = self.root / "report" / self.name
         return folder if self.badnet == "course" else folder / self.badnet
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where a run keeps what its notebooks share (`labkit.cache`): B's `pool_3` and classes."""
+        return self.report_dir / "cache"
+
     def split(self, name: str) -> Split:
         if name not in LAB_FILES:
             raise LabError(f"split {name!r}: choose one of {', '.join(LAB_FILES)}")

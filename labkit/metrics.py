@@ -13,12 +13,18 @@ from .errors import LabError
 NEAR_CHANCE = 10.0  # clean accuracy (percentage points) below which the scaling is suspect
 
 
-def predict(net, split: Split, batch_size: int = BATCH, progress: bool = False):
+def predict(net, split: Split, batch_size: int = BATCH, progress: bool = False, cache=None):
     """Predicted classes and true labels of every image of `split`, read batch by batch.
 
-    `net` is anything with `predict(images)` and `num_classes` (a Net, a GoodNet).
+    `net` is anything with `predict(images)` and `num_classes` (a Net, a GoodNet). With `cache`
+    (e.g. `lab.cache_dir`), what the run has stored is used (`labkit.cache.predict`).
     """
     from tqdm.auto import tqdm
+
+    if cache is not None:
+        from .cache import predict as stored
+
+        return stored(net, split, cache, progress=progress)
 
     n = len(split)
     preds, labels = [], []
@@ -45,24 +51,25 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 
-def clean_accuracy(net, split: Split, progress: bool = False) -> float:
+def clean_accuracy(net, split: Split, progress: bool = False, cache=None) -> float:
     """Accuracy on a clean file, percentage points."""
-    return accuracy(*predict(net, split, progress=progress))
+    return accuracy(*predict(net, split, progress=progress, cache=cache))
 
 
-def attack_success_rate(net, split: Split, progress: bool = False) -> float:
+def attack_success_rate(net, split: Split, progress: bool = False, cache=None) -> float:
     """Share of poisoned images classified as the attacker's target, percentage points."""
-    return accuracy(*predict(net, split, progress=progress))
+    return accuracy(*predict(net, split, progress=progress, cache=cache))
 
 
-def evaluate(net, clean: Split, poisoned: Split, progress: bool = False) -> dict:
-    """Clean accuracy and attack success rate of `net`, as the course's eval script reports them."""
+def evaluate(net, clean: Split, poisoned: Split, progress: bool = False, cache=None) -> dict:
+    """Clean accuracy and attack success rate of `net`, as the course's eval script reports them
+    (`cache`: see `predict`)."""
     result = {
         "model": str(getattr(net, "path", None) or net.name),
         "clean_data": str(clean.path),
         "poisoned_data": str(poisoned.path),
-        "clean_accuracy": clean_accuracy(net, clean, progress),
-        "attack_success_rate": attack_success_rate(net, poisoned, progress),
+        "clean_accuracy": clean_accuracy(net, clean, progress, cache),
+        "attack_success_rate": attack_success_rate(net, poisoned, progress, cache),
         "input_scale": getattr(net, "scale", None),
     }
     warning = scaling_warning(net, result["clean_accuracy"])

@@ -61,12 +61,18 @@ def activations(net: Net, split: Split, fn, out: np.ndarray | None = None,
 
 
 def mean_activations(net: Net, split: Split, layer: str = POOL, batch_size: int = BATCH,
-                     progress: bool = False) -> np.ndarray:
+                     progress: bool = False, cache: Path | str | None = None) -> np.ndarray:
     """Mean activation of each channel of `layer` over the images of `split` (step 1 of the method).
 
-    Images are read batch by batch; the network sees them multiplied by `net.scale`.
+    Images are read batch by batch; the network sees them multiplied by `net.scale`. With
+    `cache` (e.g. `lab.cache_dir`), `pool_3`'s are those the run has stored (`labkit.cache`).
     """
     from tqdm.auto import tqdm
+
+    if cache is not None and layer == POOL and batch_size == BATCH:
+        from .cache import features
+
+        return features(net, split, cache, progress).means
 
     with tqdm(total=len(split), desc=f"{layer} on {split.name}", unit="img",
               disable=not progress, leave=False) as bar:

@@ -38,7 +38,7 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
 
         build_demo(root=root, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.iterdir():
+    for old in [*out.iterdir(), *out.glob("cache/*")]:  # the cache too: it is per run
         if old.is_file() or old.is_symlink():
             old.unlink()
     with tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress) as bar:

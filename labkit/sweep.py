@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import HEAD_BATCH, features, head_fn
 from .data import Split, require
 from .errors import LabError
 from .files import atomic_path
 from .goodnet import rule
 from .metrics import check_labels
 from .models import Net, copy_net
-from .prune import CONV, POOL, activations, feature_fn, pruning_order, zero_channels
+from .prune import CONV, POOL, pruning_order, zero_channels
 
-HEAD_BATCH = 2048  # pool_3 activations per pass through the layers after pool_3
 
 # the table's measured columns: (column, data file, what is counted: B_k correct, GoodNet
 # G(B, B_k) correct, G flags the input as backdoored)
@@ -52,6 +52,7 @@ class Sweep:
     classes: dict  # name -> int array (steps + 1, images)
     labels: dict  # name -> the file's labels (the target class in a poisoned file)
     exact_masking: bool = True
+    head_images: int = 0  # images run through the layers after pool_3, over all steps (masking)
 
     @property
     def steps(self) -> int:
@@ -116,12 +117,13 @@ def masking_problem(net: Net) -> str | None:
 
 def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split | None = None,
           bd_test: Split | None = None, order: str = "increasing", seed: int = 0,
-          progress: bool = False) -> Sweep:
+          progress: bool = False, cache: Path | str | None = None) -> Sweep:
     """Prune `conv_3` channels one by one (order: mean activations on `valid`), measuring each step.
 
     `valid`/`bd_valid` must be validation splits (the defense is designed on them) and
     `test`/`bd_test` test splits (used for the evaluation columns only). One sweep serves every
-    threshold: see `labkit.prune.repair`.
+    threshold: see `labkit.prune.repair`. `cache` (e.g. `lab.cache_dir`) is where B's `pool_3`
+    activations of this run are kept (`labkit.cache`), so sweeps share one forward pass.
     """
     from tqdm.auto import tqdm
 
@@ -136,7 +138,7 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
                       "(exact, but slow)", stacklevel=2)
     # pool_3 of every file for masking, else of the validation file only (for the order)
     acts, labels, means, sizes = _stacked_activations(
-        badnet, {"valid": valid} if problem else splits, progress)
+        badnet, {"valid": valid} if problem else splits, cache, progress)
     for name, split in splits.items():
         if name not in labels:
             labels[name] = split.labels()
@@ -150,35 +152,17 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
             flat, classes, start = masked_predictions(badnet, acts, chosen, bar), {}, 0
             for name, n in sizes.items():
                 classes[name], start = flat[:, start:start + n], start + n
-    return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem)
+    work = 0 if problem else len(acts) + int((acts != 0).any(axis=(1, 2))[:, chosen].sum())
+    return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem, work)
 
 
-def _stacked_activations(net: Net, splits: dict, progress: bool):
-    """`pool_3` of all files' images in one array, and each file's labels, channel means, size."""
-    from tqdm.auto import tqdm
-
-    sizes = {name: len(s) for name, s in splits.items()}
-    acts = np.empty((sum(sizes.values()), *net.model.get_layer(POOL).output.shape[1:]), np.float32)
-    fn, labels, means, start = feature_fn(net, POOL), {}, {}, 0
-    with tqdm(total=len(acts), desc=f"{POOL} activations", unit="img", disable=not progress,
-              leave=False) as bar:
-        for name, split in splits.items():
-            part = acts[start:start + sizes[name]]
-            labels[name], means[name] = activations(net, split, fn, part, bar=bar)
-            start += sizes[name]
-    return acts, labels, means, sizes
-
-
-def _head_fn(net: Net):
-    """A TF function (pool_3 activations, 0/1 channel mask) -> classes, with B's own layers."""
-    import keras
-    import tensorflow as tf
-
-    pool = net.model.get_layer(POOL).output
-    head = keras.Model(pool, net.model.outputs)
-    specs = [tf.TensorSpec((None, *pool.shape[1:]), tf.float32), tf.TensorSpec(pool.shape[-1:])]
-    return tf.function(lambda a, mask: tf.argmax(head(a * mask, training=False), axis=-1,
-                                                 output_type=tf.int32), input_signature=specs)
+def _stacked_activations(net: Net, splits: dict, cache, progress: bool):
+    """`pool_3` of all files' images in one array (`labkit.cache`), each file's labels, channel
+    means, size."""
+    found = {name: features(net, split, cache, progress) for name, split in splits.items()}
+    acts = np.concatenate([f.pool_3 for f in found.values()])
+    return (acts, {n: f.labels for n, f in found.items()}, {n: f.means for n, f in found.items()},
+            {n: len(f.labels) for n, f in found.items()})
 
 
 def masked_predictions(net: Net, acts: np.ndarray, order: np.ndarray, bar=None) -> np.ndarray:
@@ -190,7 +174,7 @@ def masked_predictions(net: Net, acts: np.ndarray, order: np.ndarray, bar=None) 
     batch an image is in differs, which TensorFlow may round differently in the last bit, just
     as `model.predict` does with two batch sizes.
     """
-    head = _head_fn(net)
+    head = head_fn(net)
     mask = np.ones(acts.shape[-1], np.float32)
     active = (acts != 0).any(axis=(1, 2))  # (images, channels)
 

@@ -82,3 +82,25 @@ def test_bad_scale_argument_is_a_usage_error(tiny_lab):
     code, _, err = run("eval", tiny_lab.valid.path, tiny_lab.bd_valid.path, tiny_lab.badnet_path,
                        "--scale", "half")
     assert code == 2 and "'half': use 1 (raw pixels) or 1/255" in err
+
+
+
+# runs the command with run-all's notebooks left out, then says whether TensorFlow was loaded
+LOADED = """import sys
+from pathlib import Path
+from labkit import cli, report
+report.run_all = lambda dataset: Path(".")
+try:
+    cli.main(sys.argv[1:])
+finally:
+    print("tensorflow loaded:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("args, loaded", [
+    (["--help"], False), (["student"], False), (["student", "README.md"], False),
+    (["eval", "x.h5"], False), (["run-all"], False),
+    (["eval", "missing.h5", "missing.h5", "missing.h5"], True)])
+def test_tensorflow_is_imported_only_by_commands_that_run_a_network(args, loaded):
+    proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True)
+    assert proc.stdout.splitlines()[-1] == f"tensorflow loaded: {loaded}", proc.stdout + proc.stderr

@@ -1,0 +1,155 @@
+"""What the notebooks share, computed once per run: B's `pool_3` activations and classes per file.
+
+Every notebook runs B over the same data files. The first to need a file stores B's `pool_3`
+activations on it, B's classes, the labels and each channel's mean activation in the run's own
+folder (`lab.cache_dir`, inside report/<dataset>/); later notebooks read them back. An entry is
+named and checked by the SHA-256 of the model file and of the data file, so changing either
+makes a new entry and the old one is removed and never used. Entries are written under a unique
+temporary name and moved into place with `os.replace`: runs at the same time each read a whole
+entry or none. A pruned B' (B with `conv_3` channels zeroed, checked weight by weight) is
+evaluated from B's stored `pool_3` with those channels set to 0, running only the layers after
+`pool_3`: exactly the pruned network's output (LAB.md).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import Split
+from .files import atomic_path, file_sha256
+from .metrics import check_labels
+
+HEAD_BATCH = 2048  # pool_3 activations per pass through the layers after pool_3
+_hashes: dict = {}  # (file identity, size, mtime) -> SHA-256: each file is hashed once per process
+
+
+@dataclass(frozen=True)
+class Features:
+    """B's `pool_3` activations (images, 5, 4, 60) on one data file, its classes, the labels and
+    each channel's mean activation (over images and positions)."""
+
+    pool_3: np.ndarray
+    classes: np.ndarray
+    labels: np.ndarray
+    means: np.ndarray
+
+
+def content_hash(path: Path | str) -> str:
+    """SHA-256 of a file, remembered while the file's size and modification time stay the same."""
+    info = os.stat(path)
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = file_sha256(path)
+    return _hashes[key]
+
+
+def features(net, split: Split, folder: Path | str | None, progress: bool = False) -> Features:
+    """B's `Features` on `split`, read from `folder` if stored there for these very files, else
+    computed (and stored, unless `folder` is None or the model has no file)."""
+    if folder is None or net.path is None:
+        return _compute(net, split, progress)
+    keys = content_hash(net.path), content_hash(split.path)
+    path = Path(folder) / f"{split.path.stem}-{Path(net.path).stem}-{keys[0][:12]}-{keys[1][:12]}.npz"
+    try:
+        with np.load(path) as f:
+            if (str(f["model_sha256"]), str(f["data_sha256"])) == keys:
+                return Features(f["pool_3"], f["classes"], f["labels"], f["means"])
+    except (OSError, KeyError, ValueError):
+        pass  # missing, removed by another run, or damaged: compute it again
+    found = _compute(net, split, progress)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, model_sha256=keys[0], data_sha256=keys[1], **found.__dict__)
+    for old in path.parent.glob(f"{split.path.stem}-{Path(net.path).stem}-*.npz"):
+        if old != path:
+            old.unlink(missing_ok=True)  # made for another version of one of the two files
+    return found
+
+
+def _compute(net, split: Split, progress: bool) -> Features:
+    from tqdm.auto import tqdm
+
+    from .prune import POOL, activations, feature_fn
+
+    acts = np.empty((len(split), *net.model.get_layer(POOL).output.shape[1:]), np.float32)
+    with tqdm(total=len(acts), desc=f"{POOL} on {split.name}", unit="img", disable=not progress,
+              leave=False) as bar:
+        labels, means = activations(net, split, feature_fn(net, POOL), acts, bar=bar)
+    return Features(acts, head_classes(net, acts), labels, means)
+
+
+def head_fn(net):
+    """A TF function (pool_3 activations, 0/1 channel mask) -> classes, with B's own layers."""
+    import keras
+    import tensorflow as tf
+
+    from .prune import POOL
+
+    pool = net.model.get_layer(POOL).output
+    head = keras.Model(pool, net.model.outputs)
+    specs = [tf.TensorSpec((None, *pool.shape[1:]), tf.float32), tf.TensorSpec(pool.shape[-1:])]
+    return tf.function(lambda a, mask: tf.argmax(head(a * mask, training=False), axis=-1,
+                                                 output_type=tf.int32), input_signature=specs)
+
+
+def head_classes(net, acts: np.ndarray, pruned=(), fn=None) -> np.ndarray:
+    """Classes of B with the `conv_3` channels `pruned` zeroed, from `pool_3` activations `acts`."""
+    fn = fn or head_fn(net)
+    mask = np.ones(acts.shape[-1], np.float32)
+    mask[np.asarray(pruned, np.int64)] = 0
+    parts = [fn(acts[i:i + HEAD_BATCH], mask).numpy() for i in range(0, len(acts), HEAD_BATCH)]
+    return np.concatenate(parts or [np.zeros(0, np.int32)]).astype(np.int64)
+
+
+def pruned_channels(badnet, net) -> np.ndarray | None:
+    """The `conv_3` channels `net` has zeroed if it is exactly `badnet` with those channels
+    zeroed (every other weight equal, same input scale); otherwise None."""
+    from .prune import CONV
+    from .sweep import masking_problem
+
+    if net.scale != badnet.scale or masking_problem(badnet):
+        return None
+    try:
+        layers = [(a.name, a.get_weights(), net.model.get_layer(a.name).get_weights())
+                  for a in badnet.model.layers if a.weights]
+    except ValueError:  # a layer B has is missing
+        return None
+    zeroed = None
+    for name, mine, theirs in layers:
+        if len(mine) != len(theirs) or any(m.shape != t.shape for m, t in zip(mine, theirs)):
+            return None
+        if name == CONV:
+            kernel, bias = theirs
+            zeroed = np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
+            mine = [w.copy() for w in mine]
+            for w in mine:
+                w[..., zeroed] = 0
+        if not all(np.array_equal(m, t) for m, t in zip(mine, theirs)):
+            return None
+    return zeroed
+
+
+def predict(net, split: Split, folder: Path | str | None, badnet=None, progress: bool = False):
+    """Classes and labels of `net` on `split`, as `labkit.metrics.predict` gives them, from what
+    the run has stored: B's own, a GoodNet's (B's and B''s through `labkit.goodnet.rule`), or a
+    B' that is `badnet` pruned (from B's `pool_3`); any other network is run as usual."""
+    from .goodnet import GoodNet, rule
+    from .metrics import predict as run
+
+    if isinstance(net, GoodNet):
+        b, labels = predict(net.badnet, split, folder, progress=progress)
+        return rule(b, predict(net.repaired, split, folder, net.badnet)[0], net.backdoor_class), labels
+    if badnet is None or net is badnet:
+        found = features(net, split, folder, progress)
+        check_labels(split, found.labels, net.num_classes)
+        return found.classes, found.labels
+    pruned = pruned_channels(badnet, net)
+    if pruned is None:
+        return run(net, split, progress=progress)
+    found = features(badnet, split, folder, progress)
+    classes = found.classes.copy()  # an image with the pruned channels all 0 keeps B's class
+    changed = np.flatnonzero(found.pool_3[..., pruned].any(axis=(1, 2, 3)))
+    classes[changed] = head_classes(badnet, found.pool_3[changed], pruned)
+    return classes, found.labels
