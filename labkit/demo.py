@@ -18,7 +18,7 @@ import numpy as np
 from . import attack, faces
 from .data import DEMO_BADNETS, LAB_FILES, Lab, lab, write_split
 from .errors import LabError
-from .files import atomic_path, write_json
+from .files import atomic_path, check_outputs, transaction, write_json
 from .metrics import evaluate
 from .models import Net, file_sha256, save_model
 
@@ -141,6 +141,7 @@ def retrain(out: Path | str, seed: int = 0, force: bool = False, progress: bool 
     taken = [str(p) for p in targets if p.exists()]
     if taken and not force:
         raise LabError(f"{taken[0]}: already exists; choose another folder or pass --force")
+    check_outputs(targets)  # before minutes of training, not after
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()  # the same seed trains the same weights
@@ -152,16 +153,18 @@ def retrain(out: Path | str, seed: int = 0, force: bool = False, progress: bool 
         for name in LAB_FILES:
             write_split(faces_lab.split(name).path, *data[name])
         record["data_sha256"] = {n: file_sha256(faces_lab.split(n).path) for n in LAB_FILES}
-        for name in which:
-            model = RECIPES[name](data["train"], faces.add_sunglasses, num_classes, seed, progress)
-            net = Net(model, name=Path(DEMO_BADNETS[name]).stem)
-            save_model(net, out / DEMO_BADNETS[name])
-            scores = evaluate(net, faces_lab.test, faces_lab.bd_test)
-            record["models"][name] = {"file": DEMO_BADNETS[name], **{
-                k: round(float(scores[k]), 2) for k in ("clean_accuracy", "attack_success_rate")}}
-            if progress:
-                print(f"{name}: {record['models'][name]}")
-    write_json(out / RECORD, record)
+        with transaction():  # the BadNets and their record together, or nothing
+            for name in which:
+                model = RECIPES[name](data["train"], faces.add_sunglasses, num_classes, seed,
+                                      progress)
+                net = Net(model, name=Path(DEMO_BADNETS[name]).stem)
+                save_model(net, out / DEMO_BADNETS[name])
+                scores = evaluate(net, faces_lab.test, faces_lab.bd_test)
+                record["models"][name] = {"file": DEMO_BADNETS[name], **{
+                    k: round(float(scores[k]), 2) for k in ("clean_accuracy", "attack_success_rate")}}
+                if progress:
+                    print(f"{name}: {record['models'][name]}")
+            write_json(out / RECORD, record)
     return out
 
 

@@ -208,3 +208,14 @@ def test_retrain_writes_three_badnets_that_the_demo_takes(tmp_path):
         demo.retrain(out, progress=False, **small)
     with pytest.raises(labkit.LabError, match="ships"):
         demo.retrain(demo.SHIPPED, force=True, progress=False, **small)
+
+
+def test_retrain_that_fails_midway_leaves_no_badnet(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setitem(demo.RECIPES, "prune_aware", broken)
+    with pytest.raises(RuntimeError):
+        demo.retrain(tmp_path / "mine", progress=False, num_classes=5,
+                     per_person={"train": 6, "valid": 9, "test": 10})
+    assert not any((tmp_path / "mine").rglob("*"))  # the course and baseline BadNets were not left
