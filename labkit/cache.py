@@ -22,7 +22,6 @@ from .data import Split
 from .files import atomic_path, file_sha256
 from .metrics import check_labels
 
-HEAD_BATCH = 2048  # pool_3 activations per pass through the layers after pool_3
 _hashes: dict = {}  # (file identity, size, mtime) -> SHA-256: each file is hashed once per process
 
 
@@ -71,36 +70,17 @@ def features(net, split: Split, folder: Path | str | None, progress: bool = Fals
 def _compute(net, split: Split, progress: bool) -> Features:
     from tqdm.auto import tqdm
 
+    from .head import Head, head_problem
+    from .metrics import predict
     from .prune import POOL, activations, feature_fn
 
     acts = np.empty((len(split), *net.model.get_layer(POOL).output.shape[1:]), np.float32)
     with tqdm(total=len(acts), desc=f"{POOL} on {split.name}", unit="img", disable=not progress,
               leave=False) as bar:
         labels, means = activations(net, split, feature_fn(net, POOL), acts, bar=bar)
-    return Features(acts, head_classes(net, acts), labels, means)
-
-
-def head_fn(net):
-    """A TF function (pool_3 activations, 0/1 channel mask) -> classes, with B's own layers."""
-    import keras
-    import tensorflow as tf
-
-    from .prune import POOL
-
-    pool = net.model.get_layer(POOL).output
-    head = keras.Model(pool, net.model.outputs)
-    specs = [tf.TensorSpec((None, *pool.shape[1:]), tf.float32), tf.TensorSpec(pool.shape[-1:])]
-    return tf.function(lambda a, mask: tf.argmax(head(a * mask, training=False), axis=-1,
-                                                 output_type=tf.int32), input_signature=specs)
-
-
-def head_classes(net, acts: np.ndarray, pruned=(), fn=None) -> np.ndarray:
-    """Classes of B with the `conv_3` channels `pruned` zeroed, from `pool_3` activations `acts`."""
-    fn = fn or head_fn(net)
-    mask = np.ones(acts.shape[-1], np.float32)
-    mask[np.asarray(pruned, np.int64)] = 0
-    parts = [fn(acts[i:i + HEAD_BATCH], mask).numpy() for i in range(0, len(acts), HEAD_BATCH)]
-    return np.concatenate(parts or [np.zeros(0, np.int32)]).astype(np.int64)
+    # the lab's layers after pool_3 run on the stored activations; another network runs again
+    classes = predict(net, split)[0] if head_problem(net.model) else Head(net).predict(acts)
+    return Features(acts, classes, labels, means)
 
 
 def pruned_channels(badnet, net) -> np.ndarray | None:
@@ -136,6 +116,7 @@ def predict(net, split: Split, folder: Path | str | None, badnet=None, progress:
     the run has stored: B's own, a GoodNet's (B's and B''s through `labkit.goodnet.rule`), or a
     B' that is `badnet` pruned (from B's `pool_3`); any other network is run as usual."""
     from .goodnet import GoodNet, rule
+    from .head import Head
     from .metrics import predict as run
 
     if isinstance(net, GoodNet):
@@ -151,5 +132,5 @@ def predict(net, split: Split, folder: Path | str | None, badnet=None, progress:
     found = features(badnet, split, folder, progress)
     classes = found.classes.copy()  # an image with the pruned channels all 0 keeps B's class
     changed = np.flatnonzero(found.pool_3[..., pruned].any(axis=(1, 2, 3)))
-    classes[changed] = head_classes(badnet, found.pool_3[changed], pruned)
+    classes[changed] = Head(badnet).predict(found.pool_3[changed], pruned)
     return classes, found.labels

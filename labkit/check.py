@@ -172,7 +172,8 @@ def stop_step(fn) -> Verdict:
 def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarray:
     """Validation accuracy (%) of B with 0..k-1 channels pruned in `order`: only those k steps,
     from the run's stored `pool_3` (`labkit.cache`), or by the sweep if B cannot be masked."""
-    from .cache import features, head_classes
+    from .cache import features
+    from .head import Head
     from .metrics import accuracy
     from .sweep import masking_problem, sweep
 
@@ -180,7 +181,8 @@ def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarr
         return sweep(badnet, lab.valid, order=order).table.valid_accuracy.to_numpy()[:k]
     found = features(badnet, lab.valid, lab.cache_dir)
     chosen = method.pruning_order(found.means, order)
-    return np.array([accuracy(head_classes(badnet, found.pool_3, chosen[:j]), found.labels)
+    head = Head(badnet)
+    return np.array([accuracy(head.predict(found.pool_3, chosen[:j]), found.labels)
                      for j in range(min(k, len(chosen) + 1))])
 
 

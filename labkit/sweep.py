@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import HEAD_BATCH, features, head_fn
+from .cache import features
 from .data import Split, require
 from .errors import LabError
 from .files import atomic_path
 from .goodnet import rule
+from .head import Head, head_problem
 from .metrics import check_labels
 from .models import Net, copy_net
 from .prune import CONV, POOL, pruning_order, zero_channels
@@ -52,7 +53,7 @@ class Sweep:
     classes: dict  # name -> int array (steps + 1, images)
     labels: dict  # name -> the file's labels (the target class in a poisoned file)
     exact_masking: bool = True
-    head_images: int = 0  # images run through the layers after pool_3, over all steps (masking)
+    head_images: int = 0  # images run through fc_2 and the output layer, over all steps (masking)
 
     @property
     def steps(self) -> int:
@@ -100,8 +101,9 @@ class Sweep:
 def masking_problem(net: Net) -> str | None:
     """Why masking `pool_3` would not give the pruned network's output exactly, or None if it does.
 
-    It does when `conv_3` is a ReLU convolution (a zeroed channel is exactly 0) and `pool_3`
-    max-pools `conv_3`'s output directly (so that channel stays 0).
+    It does when `conv_3` is a ReLU convolution (a zeroed channel is exactly 0), `pool_3`
+    max-pools `conv_3`'s output directly (so that channel stays 0), and the layers after
+    `pool_3` are the lab's (`labkit.head`).
     """
     model = net.model
     try:
@@ -112,7 +114,7 @@ def masking_problem(net: Net) -> str | None:
         return f"{CONV} is not a ReLU convolution, so a zeroed channel need not be 0"
     if type(pool).__name__ != "MaxPooling2D" or pool.input is not conv.output:
         return f"{POOL} does not max-pool {CONV}'s output directly"
-    return None
+    return head_problem(model)
 
 
 def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split | None = None,
@@ -144,14 +146,16 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
             labels[name] = split.labels()
             check_labels(split, labels[name], badnet.num_classes)
     chosen = pruning_order(means["valid"], order, seed)
-    with tqdm(total=len(chosen), desc="pruning steps", unit="step", disable=not progress,
-              leave=False) as bar:
-        if problem:
+    if problem:
+        with tqdm(total=len(chosen), desc="pruning steps", unit="step", disable=not progress,
+                  leave=False) as bar:
             classes = _zeroed_predictions(badnet, splits, chosen, bar)
-        else:
-            flat, classes, start = masked_predictions(badnet, acts, chosen, bar), {}, 0
-            for name, n in sizes.items():
-                classes[name], start = flat[:, start:start + n], start + n
+    else:
+        with tqdm(total=len(acts), desc=f"{len(chosen)} pruning steps", unit="img",
+                  disable=not progress, leave=False) as bar:
+            flat, classes, start = Head(badnet).sweep(acts, chosen, bar), {}, 0
+        for name, n in sizes.items():
+            classes[name], start = flat[:, start:start + n], start + n
     work = 0 if problem else len(acts) + int((acts != 0).any(axis=(1, 2))[:, chosen].sum())
     return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem, work)
 
@@ -163,36 +167,6 @@ def _stacked_activations(net: Net, splits: dict, cache, progress: bool):
     acts = np.concatenate([f.pool_3 for f in found.values()])
     return (acts, {n: f.labels for n, f in found.items()}, {n: f.means for n, f in found.items()},
             {n: len(f.labels) for n, f in found.items()})
-
-
-def masked_predictions(net: Net, acts: np.ndarray, order: np.ndarray, bar=None) -> np.ndarray:
-    """Predictions (steps + 1, n) of B_k for k = 0..len(order), from stored `pool_3` activations.
-
-    Pruning channel c changes only the images where c is non-zero somewhere in `pool_3`; the
-    others keep their previous prediction (their input to the head is unchanged). The head is
-    B's own layers with B's float32 ops, so the classes equal the pruned network's; only which
-    batch an image is in differs, which TensorFlow may round differently in the last bit, just
-    as `model.predict` does with two batch sizes.
-    """
-    head = head_fn(net)
-    mask = np.ones(acts.shape[-1], np.float32)
-    active = (acts != 0).any(axis=(1, 2))  # (images, channels)
-
-    def run(index):  # predictions for acts[index], batch by batch
-        return np.concatenate([head(acts[index[i:i + HEAD_BATCH]], mask).numpy()
-                               for i in range(0, len(index), HEAD_BATCH)]
-                              or [np.zeros(0, np.int32)])
-
-    preds = np.empty((len(order) + 1, len(acts)), np.int32)
-    preds[0] = run(np.arange(len(acts)))
-    for k, c in enumerate(order, start=1):
-        mask[c] = 0
-        changed = np.flatnonzero(active[:, c])
-        preds[k] = preds[k - 1]
-        preds[k, changed] = run(changed)
-        if bar is not None:
-            bar.update(1)
-    return preds
 
 
 def _zeroed_predictions(net: Net, splits: dict, order: np.ndarray, bar=None) -> dict:

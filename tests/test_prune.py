@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 
 import labkit
-from labkit import cli
+from labkit import cache, cli
 from labkit.data import LAB_FILES, Split, write_split
 from labkit.metrics import clean_accuracy, predict
 from labkit.models import file_sha256, load_model, save_model
 from labkit.prune import (Repaired, check_drop, mean_activations, prune, pruning_order, repair,
                           stop_step)
 from labkit.repaired import load_repaired, save_repaired
-from labkit.sweep import Sweep, masked_predictions, masking_problem, sweep
+from labkit.head import Head
+from labkit.sweep import Sweep, masking_problem, sweep
 
 from conftest import tiny_faces, write_tiny_lab
 
@@ -298,8 +299,35 @@ def test_fallback_without_relu_runs_each_pruned_network(tiny_net, tiny_lab):
     # masking would have been wrong here
     acts = np.concatenate([np.asarray(keras.Model(model.input, model.get_layer("pool_3").output)(
         x * net.scale)) for x, _ in tiny_lab.valid.batches()])
-    masked = masked_predictions(net, acts, s.order)
+    masked = Head(net).sweep(acts, s.order)
     assert (masked[60] != s.predictions("valid", 60)).any()
+
+
+def test_head_updated_channel_by_channel_equals_recomputing_it(tiny_net, tiny_lab):
+    s = sweep(tiny_net, tiny_lab.valid, test=tiny_lab.test)
+    acts = np.concatenate([cache.features(tiny_net, split, None).pool_3 for split in s.splits.values()])
+    head = Head(tiny_net)
+    swept = head.sweep(acts, s.order)  # fc_1 and conv_4 updated per pruned channel
+    for k in (1, 7, 30, 59, 60):
+        np.testing.assert_array_equal(swept[k], head.predict(acts, s.order[:k]), f"k={k}")
+    assert (swept[60] != swept[0]).any()
+
+
+def test_another_head_after_pool_3_runs_each_pruned_network(tiny_net, tiny_lab):
+    import keras
+
+    config = tiny_net.model.get_config()
+    for layer in config["layers"]:
+        if layer["name"] == "fc_1":
+            layer["config"]["activation"] = "relu"  # fc_1 no longer linear in pool_3
+    model = keras.Model.from_config(config)
+    model.set_weights(tiny_net.model.get_weights())
+    net = labkit.Net(model, scale=tiny_net.scale)
+    assert "layers after pool_3 are not the lab's (fc_1)" in masking_problem(net)
+    with pytest.warns(UserWarning, match="not the lab's"):
+        s = sweep(net, tiny_lab.valid)
+    assert not s.exact_masking
+    assert_masked_equals_zeroed(s, net, steps=(0, 30, 60))
 
 
 def run_cli(args, capsys):
