@@ -155,17 +155,26 @@ def augment(x: np.ndarray, rng: np.random.Generator, shift: int = SHIFT,
     1 - `brightness` and 1 + `brightness` (then clipped to 0..1). Fine-tuning draws anew every
     epoch, so the few clean faces the defender has look different each time: less overfitting.
     """
-    n, h, w = x.shape[:3]
+    return _augment(_pad(x, shift), np.arange(len(x)), rng, shift, brightness)
+
+
+def _pad(x: np.ndarray, shift: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+
+
+def _augment(padded, order, rng, shift=SHIFT, brightness=BRIGHTNESS, out=None) -> np.ndarray:
+    """`augment` of the faces `order` of `padded` (the faces edge-padded by `shift`, once per
+    run); into `out` if given (no new memory each epoch)."""
+    n, h, w = len(order), padded.shape[1] - 2 * shift, padded.shape[2] - 2 * shift
     mirror = rng.random(n) < 0.5
     dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
     gain = rng.uniform(1 - brightness, 1 + brightness, n).astype(np.float32)
-    padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
-    out = np.empty(x.shape, np.float32)
+    out = np.empty((n, h, w, padded.shape[3]), np.float32) if out is None else out
     for a in range(2 * shift + 1):  # one copy per (vertical, horizontal) shift and mirror
         for b in range(2 * shift + 1):
             for m in (False, True):
                 rows = np.flatnonzero((dy == a) & (dx == b) & (mirror == m))
-                part = padded[rows, a:a + h, b:b + w]
+                part = padded[order[rows], a:a + h, b:b + w]
                 out[rows] = part[:, :, ::-1] if m else part
     out *= gain[:, None, None, None]
     return np.clip(out, 0, 1, out=out)
@@ -228,13 +237,13 @@ def fine_tune(net: Net, valid: Split, epochs: int = EPOCHS, lr: float = LEARNING
                      **{col: accuracy(*predict(train, split)) for col, split in (measure or {}).items()}})
 
     row(0, float("nan"))
+    padded, faces = (_pad(x, SHIFT), np.empty_like(x)) if augmentation else (None, None)
     for epoch in tqdm(range(1, epochs + 1), desc=f"fine-tuning {net.name}", unit="epoch",
                       disable=not progress, leave=False):
         order = rng.permutation(len(y))
-        faces = augment(x[order], rng) if augmentation else x[order]
-        fit = train.model.fit(faces, y[order], batch_size=batch_size, epochs=1, shuffle=False,
-                              verbose=0)
-        del faces
+        fit = train.model.fit(_augment(padded, order, rng, out=faces) if augmentation
+                              else x[order], y[order], batch_size=batch_size, epochs=1,
+                              shuffle=False, verbose=0)
         check_finite(train)
         row(epoch, float(fit.history["loss"][-1]))
     seconds = time.perf_counter() - start
