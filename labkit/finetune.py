@@ -53,8 +53,10 @@ frozen 1:54, the earlier recipe (nothing frozen, 10 epochs) 1:56. Per face, trai
 and conv_2 frozen costs about half of training everything (no backward pass through them), so 12
 such epochs cost less than 10 with only conv_1 frozen. Batch 64 is as fast per face as 128 or
 256; XLA (`jit_compile`) was 2-4 times slower on this CPU; mixed bfloat16 saved about a quarter
-worth the changed numbers. The defaults met the
-target on seeds 0-2 and on 5 of 6 seeds. Measured on 2 shared CPU cores; seeded runs repeat on one
+of the CPU time but changes the arithmetic; not pursued. Those times were taken while each epoch
+still augmented into fresh arrays; augmenting into one buffer (the same faces) then brought the
+defaults' run on the stand-in from 2:05 to 1:37 (CPU 105 -> 89 s, load average 3-4).
+The defaults met the target on seeds 0-2 and on 5 of 6 seeds. Measured on 2 shared CPU cores; seeded runs repeat on one
 machine, but another CPU or TensorFlow build can change single seeds by a point or two.
 
 The price of a recipe strong enough for the pruning-aware BadNet: fine-tuning alone (X = 0) now
