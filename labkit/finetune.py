@@ -56,8 +56,9 @@ such epochs cost less than 10 with only conv_1 frozen. Batch 64 is as fast per f
 of the CPU time but changes the arithmetic; not pursued. Those times were taken while each epoch
 still augmented into fresh arrays; augmenting into one buffer (the same faces) then brought the
 defaults' run on the stand-in from 2:05 to 1:37 (CPU 105 -> 89 s, load average 3-4).
-The defaults met the target on seeds 0-2 and on 5 of 6 seeds. Measured on 2 shared CPU cores; seeded runs repeat on one
-machine, but another CPU or TensorFlow build can change single seeds by a point or two.
+The defaults met the target on seeds 0-2 and on 5 of 6 seeds. Measured on 2 shared CPU cores;
+seeded runs repeat on one machine, but another CPU or TensorFlow build can change single seeds by
+a point or two.
 
 The price of a recipe strong enough for the pruning-aware BadNet: fine-tuning alone (X = 0) now
 weakens the course-like BadNet's attack too (21.1 / 24.1 / 2.9 %; with the earlier defaults
