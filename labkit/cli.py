@@ -189,13 +189,15 @@ def _prune(args) -> int:
 
 
 def _add_fine_prune(sub) -> None:
-    from .finetune import BATCH, EPOCHS, LEARNING_RATE, SEED, WATCH_SHARE
+    from .finetune import BATCH, EPOCHS, FROZEN, LEARNING_RATE, SEED, WATCH_SHARE
 
     p = sub.add_parser("fine-prune", help="prune the BadNet, then fine-tune it on clean data",
                        description="Fine-pruning: prune conv_3 as `labkit prune` does (B' for "
                                    "--drop X), then train it further on clean validation faces "
-                                   f"(Adam; {1 - WATCH_SHARE:.0%} of VALID_H5 to train on, the "
-                                   "rest to watch), keeping the pruned channels at zero. Writes "
+                                   f"(Adam; {1 - WATCH_SHARE:.0%} of VALID_H5 to train on, "
+                                   "mirrored, shifted and brightened anew each epoch, the rest "
+                                   f"to watch; {', '.join(FROZEN)} left as it is), keeping the "
+                                   "pruned channels at zero. Writes "
                                    "fine_pruned_X.h5 and its JSON record; --drop 0 fine-tunes "
                                    "without pruning and writes fine_tuned.h5.")
     p.add_argument("model", metavar="MODEL",
@@ -207,7 +209,8 @@ def _add_fine_prune(sub) -> None:
     p.add_argument("--epochs", metavar="N", type=int, default=EPOCHS,
                    help=f"passes over the training part (default: {EPOCHS})")
     p.add_argument("--lr", metavar="LR", type=float, default=LEARNING_RATE,
-                   help=f"Adam's learning rate (default: {LEARNING_RATE:g})")
+                   help=f"Adam's peak learning rate, after a warm-up epoch and down to 0 "
+                        f"by the end (default: {LEARNING_RATE:g})")
     p.add_argument("--batch-size", metavar="B", type=int, default=BATCH,
                    help=f"training batch size (default: {BATCH})")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of the split and the training "
@@ -240,7 +243,7 @@ def _fine_prune(args) -> int:
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     result = fine_prune(net, valid, drop, args.epochs, args.lr, args.batch_size, args.seed,
-                        progress=True)
+                        progress=True, watch_every_epoch=False)  # the record needs before/after
     with transaction():  # the model and its record, or neither
         model_file, json_file = save_fine_tuned(result, out, protect=inputs)
     print(f"B: accuracy on the watch part {result.watch_accuracy_badnet:.2f} % "

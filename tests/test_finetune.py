@@ -38,6 +38,32 @@ def test_pruned_channels_stay_exactly_zero_and_the_rest_trains(tiny_net, tiny_la
     assert pruned.model.get_layer("conv_3").get_weights()[0][..., 3].any() == 0  # input left alone
 
 
+def test_frozen_layers_come_back_exactly_and_trainable(tiny_net, tiny_lab):
+    result = finetune.fine_tune(tiny_net, tiny_lab.valid, epochs=1, frozen=("conv_1", "conv_2"))
+    for name in ("conv_1", "conv_2"):
+        layer = result.net.model.get_layer(name)
+        assert layer.trainable
+        for new, old in zip(layer.get_weights(), tiny_net.model.get_layer(name).get_weights()):
+            assert np.array_equal(new, old)
+    assert result.settings["frozen_layers"] == ["conv_1", "conv_2"]
+    with pytest.raises(LabError, match="frozen layer 'pool_1': not a layer with weights"):
+        finetune.fine_tune(tiny_net, tiny_lab.valid, epochs=1, frozen=("pool_1",))
+
+
+def test_augment_mirrors_shifts_and_brightens_within_bounds():
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 55, 47, 3), dtype=np.float32)
+    before = x.copy()
+    out = finetune.augment(x, np.random.default_rng(1))
+    assert out.shape == x.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert not np.array_equal(out, x) and np.array_equal(x, before)  # a new array, x left alone
+    same = finetune.augment(x, np.random.default_rng(1))
+    assert np.array_equal(out, same)  # seeded
+    plain = finetune.augment(x, np.random.default_rng(2), shift=0, brightness=0)
+    assert all(np.array_equal(p, f) or np.array_equal(p, f[:, ::-1]) for p, f in zip(plain, x))
+    assert 40 < sum(np.array_equal(p, f[:, ::-1]) for p, f in zip(plain, x)) < 160  # about half mirrored
+
+
 def test_a_channel_that_moved_is_caught(tiny_net):
     assert finetune.zeroed_channels(tiny_net).size == 0
     with pytest.raises(LabError, match=r"pruned conv_3 channels \[5\] changed"):
@@ -53,7 +79,8 @@ def test_seeded_and_the_test_sets_only_watched(tiny_net, tiny_lab):
     assert list(a.history.epoch) == list(range(EPOCHS + 1)) and "test_accuracy" in a.history
     assert a.history.test_accuracy.iloc[-1] == pytest.approx(clean_accuracy(a.net, tiny_lab.test))
     c = finetune.fine_tune(tiny_net, tiny_lab.valid, epochs=EPOCHS, seed=1)
-    assert not np.array_equal(c.net.model.get_weights()[0], a.net.model.get_weights()[0])
+    kernel = [r.net.model.get_layer("conv_3").get_weights()[0] for r in (a, c)]
+    assert not np.array_equal(*kernel)
 
 
 def test_the_split_is_seeded_and_disjoint(tiny_lab):
@@ -172,9 +199,9 @@ def test_target_run_on_the_demo(demo_lab, tmp_path, capsys):
     with capsys.disabled():
         print(f"\nfine-pruned prune_aware at X = 4: clean test accuracy {acc:.2f} % (B {b_acc:.2f} %, "
               f"{b_acc - acc:.2f} points below), attack success rate {asr:.2f} %, {seconds:.1f} s")
-    assert asr < 5  # the time is printed, not asserted: speed is shown by commands, not unit tests
-    if b_acc - acc > 3:  # the target; no default found met it (labkit/finetune.py's docstring)
-        pytest.xfail(f"clean test accuracy {b_acc - acc:.2f} points below B's, the target is at most 3")
+    # the target (labkit/finetune.py's docstring: how the defaults were found); the time
+    # is printed, not asserted: speed is shown by commands, not unit tests
+    assert asr < 5 and b_acc - acc <= 3
 
 
 def test_05_section_of_the_report_replaces_its_earlier_run(tmp_path):
