@@ -86,7 +86,7 @@ def _compute(net, split: Split, progress: bool) -> Features:
 def pruned_channels(badnet, net) -> np.ndarray | None:
     """The `conv_3` channels `net` has zeroed if it is exactly `badnet` with those channels
     zeroed (every other weight equal, same input scale); otherwise None."""
-    from .prune import CONV
+    from .prune import CONV, zeroed_channels
     from .sweep import masking_problem
 
     if net.scale != badnet.scale or masking_problem(badnet):
@@ -101,8 +101,7 @@ def pruned_channels(badnet, net) -> np.ndarray | None:
         if len(mine) != len(theirs) or any(m.shape != t.shape for m, t in zip(mine, theirs)):
             return None
         if name == CONV:
-            kernel, bias = theirs
-            zeroed = np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
+            zeroed = zeroed_channels(net)
             mine = [w.copy() for w in mine]
             for w in mine:
                 w[..., zeroed] = 0

@@ -78,7 +78,7 @@ from .errors import LabError
 from .files import write_json
 from .metrics import accuracy, predict
 from .models import Net, copy_net, file_sha256, save_model
-from .prune import CONV, RULE, check_drop, drop_text, repair
+from .prune import CONV, RULE, check_drop, drop_text, repair, zeroed_channels
 
 EPOCHS = 12  # passes over the training part (see the module's docstring for all defaults)
 LEARNING_RATE = 1.75e-2  # Adam's peak learning rate: reached after a warm-up epoch, then cosine to 0
@@ -124,12 +124,6 @@ def split_valid(valid: Split, watch_share: float = WATCH_SHARE, seed: int = SEED
     order = np.random.default_rng([seed, 5]).permutation(len(y))
     cut = int(round(len(y) * (1 - watch_share)))
     return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
-
-
-def zeroed_channels(net: Net) -> np.ndarray:
-    """The conv_3 channels whose kernel and bias are all exactly zero (the pruned ones)."""
-    kernel, bias = net.model.get_layer(CONV).get_weights()
-    return np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
 
 
 def check_settings(epochs, lr, batch_size=BATCH) -> None:

@@ -119,6 +119,12 @@ def zero_channels(net: Net, weights: list, channels) -> None:
     net.model.get_layer(CONV).set_weights(weights)
 
 
+def zeroed_channels(net: Net) -> np.ndarray:
+    """The `conv_3` channels whose kernel and bias are all exactly zero (the pruned ones)."""
+    kernel, bias = net.model.get_layer(CONV).get_weights()
+    return np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
+
+
 def check_drop(drop) -> float:
     """A threshold X as a number: the allowed fall in validation accuracy, above 0 and at most 100."""
     try:

@@ -14,7 +14,7 @@ from labkit.errors import LabError
 from labkit.files import read_json
 from labkit.metrics import attack_success_rate, clean_accuracy
 from labkit.models import copy_net
-from labkit.prune import prune
+from labkit.prune import prune, zeroed_channels
 
 EPOCHS = 2  # enough to move every trained weight on the tiny lab
 
@@ -65,7 +65,7 @@ def test_augment_mirrors_shifts_and_brightens_within_bounds():
 
 
 def test_a_channel_that_moved_is_caught(tiny_net):
-    assert finetune.zeroed_channels(tiny_net).size == 0
+    assert zeroed_channels(tiny_net).size == 0
     with pytest.raises(LabError, match=r"pruned conv_3 channels \[5\] changed"):
         finetune.check_zeroed(tiny_net, [5])
 
