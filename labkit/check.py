@@ -181,9 +181,8 @@ def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarr
         return sweep(badnet, lab.valid, order=order).table.valid_accuracy.to_numpy()[:k]
     found = features(badnet, lab.valid, lab.cache_dir)
     chosen = method.pruning_order(found.means, order)
-    head = Head(badnet)
-    return np.array([accuracy(head.predict(found.pool_3, chosen[:j]), found.labels)
-                     for j in range(min(k, len(chosen) + 1))])
+    steps = Head(badnet).sweep(found.pool_3, chosen[:max(k - 1, 0)])[0][:k]
+    return np.array([accuracy(classes, found.labels) for classes in steps])
 
 
 def pruning_loop(accuracies, badnet: Net, lab) -> Verdict:

@@ -86,12 +86,13 @@ class Head:
                                for i in range(0, len(acts), CHUNK)] or [np.zeros(0, np.int32)])
 
     def sweep(self, acts: np.ndarray, order, bar=None) -> np.ndarray:
-        """Classes (len(order) + 1, images) of B_k, k = 0..len(order) channels pruned in `order`.
+        """Classes (len(order) + 1, images) of B_k, k = 0..len(order) channels pruned in `order`,
+        and how many images went through fc_2 and the output layer (all steps together).
 
         Pruning channel c changes only the images where c is non-zero somewhere in `pool_3`;
         the others keep their previous class.
         """
-        preds = np.empty((len(order) + 1, len(acts)), np.int32)
+        preds, work = np.empty((len(order) + 1, len(acts)), np.int32), len(acts)
         for start in range(0, len(acts), CHUNK):
             a = acts[start:start + CHUNK]
             z1, z4 = self.sums(a)
@@ -101,6 +102,7 @@ class Head:
             for k, c in enumerate(order, start=1):
                 changed = np.flatnonzero(active[:, c])
                 p[k] = p[k - 1]
+                work += changed.size
                 if changed.size:
                     y1, y4 = z1[changed], z4[changed]
                     self.remove(y1, y4, a[changed, ..., c].astype(np.float64), c)
@@ -108,4 +110,4 @@ class Head:
                     p[k, changed] = self.classes(y1, y4)
             if bar is not None:
                 bar.update(len(a))
-        return preds
+        return preds, work

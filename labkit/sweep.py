@@ -149,14 +149,13 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
     if problem:
         with tqdm(total=len(chosen), desc="pruning steps", unit="step", disable=not progress,
                   leave=False) as bar:
-            classes = _zeroed_predictions(badnet, splits, chosen, bar)
+            classes, work = _zeroed_predictions(badnet, splits, chosen, bar), 0
     else:
         with tqdm(total=len(acts), desc=f"{len(chosen)} pruning steps", unit="img",
                   disable=not progress, leave=False) as bar:
-            flat, classes, start = Head(badnet).sweep(acts, chosen, bar), {}, 0
+            (flat, work), classes, start = Head(badnet).sweep(acts, chosen, bar), {}, 0
         for name, n in sizes.items():
             classes[name], start = flat[:, start:start + n], start + n
-    work = 0 if problem else len(acts) + int((acts != 0).any(axis=(1, 2))[:, chosen].sum())
     return Sweep(chosen, means["valid"], badnet, splits, classes, labels, not problem, work)
 
 

@@ -299,7 +299,7 @@ def test_fallback_without_relu_runs_each_pruned_network(tiny_net, tiny_lab):
     # masking would have been wrong here
     acts = np.concatenate([np.asarray(keras.Model(model.input, model.get_layer("pool_3").output)(
         x * net.scale)) for x, _ in tiny_lab.valid.batches()])
-    masked = Head(net).sweep(acts, s.order)
+    masked = Head(net).sweep(acts, s.order)[0]
     assert (masked[60] != s.predictions("valid", 60)).any()
 
 
@@ -307,10 +307,12 @@ def test_head_updated_channel_by_channel_equals_recomputing_it(tiny_net, tiny_la
     s = sweep(tiny_net, tiny_lab.valid, test=tiny_lab.test)
     acts = np.concatenate([cache.features(tiny_net, split, None).pool_3 for split in s.splits.values()])
     head = Head(tiny_net)
-    swept = head.sweep(acts, s.order)  # fc_1 and conv_4 updated per pruned channel
+    swept, work = head.sweep(acts, s.order)  # fc_1 and conv_4 updated per pruned channel
     for k in (1, 7, 30, 59, 60):
         np.testing.assert_array_equal(swept[k], head.predict(acts, s.order[:k]), f"k={k}")
     assert (swept[60] != swept[0]).any()
+    # every image once, then each image again at each step whose channel is non-zero in it
+    assert work == len(acts) + int((acts != 0).any(axis=(1, 2))[:, s.order].sum())
 
 
 def test_another_head_after_pool_3_runs_each_pruned_network(tiny_net, tiny_lab):
