@@ -129,20 +129,27 @@ def order_ablation(sweeps: dict):
     return fig
 
 
+def per_badnet(names, xlabel: str, ylabel: str):
+    """A figure with one panel per BadNet in `names`, side by side, titled and sharing the y axis."""
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.set_title(f"BadNet {name!r}", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    return fig, axes[0]
+
+
 def badnets(sweeps: dict):
     """Test accuracy and attack success rate against channels pruned, one panel per BadNet."""
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.8 * len(sweeps), 3.4), sharey=True,
-                             squeeze=False)
-    for ax, (name, s) in zip(axes[0], sweeps.items()):
+    fig, axes = per_badnet(sweeps, "conv_3 channels pruned", "percent")
+    for ax, s in zip(axes, sweeps.values()):
         ax.plot(s.table.pruned, s.table.test_accuracy, color=COLORS["accuracy"],
                 label="clean accuracy (test)")
         ax.plot(s.table.pruned, s.table.test_attack_success_rate, color=COLORS["attack"],
                 label="attack success rate (test)")
-        ax.set_title(f"BadNet {name!r}", fontsize=10)
-        ax.set_xlabel("conv_3 channels pruned")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("percent")
-    axes[0][0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -216,17 +223,12 @@ def fine_tuning(histories: dict):
 
     `histories` = {BadNet: {"fine-tuned": history, "fine-pruned": history}} (labkit.finetune).
     """
-    fig, axes = plt.subplots(1, len(histories), figsize=(3.8 * len(histories), 3.4), sharey=True,
-                             squeeze=False)
-    for ax, (name, runs) in zip(axes[0], histories.items()):
+    fig, axes = per_badnet(histories, "epoch (0: before fine-tuning)", "percent (test sets)")
+    for ax, runs in zip(axes, histories.values()):
         for (run, h), ls in zip(runs.items(), ("--", "-")):
             ax.plot(h.epoch, h.test_accuracy, ls=ls, color=COLORS["accuracy"], label=f"{run}: clean")
             ax.plot(h.epoch, h.test_attack_success_rate, ls=ls, color=COLORS["attack"],
                     label=f"{run}: attack")
-        ax.set_title(f"BadNet {name!r}", fontsize=10)
-        ax.set_xlabel("epoch (0: before fine-tuning)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("percent (test sets)")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
