@@ -235,11 +235,7 @@ def _fine_prune(args) -> int:
     check_settings(args.epochs, args.lr, args.batch_size)
     out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
     inputs = (args.model, args.valid)
-    outputs = check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs)
-    taken = [p for p in outputs if p.exists()]
-    if taken and not args.force:
-        raise LabError(f"{taken[0]}: already exists; pass --force to replace it or choose "
-                       "another --out")
+    check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     result = fine_prune(net, valid, drop, args.epochs, args.lr, args.batch_size, args.seed,

@@ -138,10 +138,7 @@ def retrain(out: Path | str, seed: int = 0, force: bool = False, progress: bool 
     if out.resolve() == SHIPPED.resolve():
         raise LabError(f"{out}: that is the BadNets labkit ships; choose another folder")
     targets = [out / DEMO_BADNETS[name] for name in which] + [out / RECORD]
-    taken = [str(p) for p in targets if p.exists()]
-    if taken and not force:
-        raise LabError(f"{taken[0]}: already exists; choose another folder or pass --force")
-    check_outputs(targets)  # before minutes of training, not after
+    check_outputs(targets, force=force)  # before minutes of training, not after
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()  # the same seed trains the same weights

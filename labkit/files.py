@@ -53,11 +53,12 @@ def check_input(path: Path | str, what: str = "file", hint: str = "check the pat
     return path
 
 
-def check_outputs(paths, protect: tuple = ()) -> list[Path]:
+def check_outputs(paths, protect: tuple = (), force: bool = True) -> list[Path]:
     """Check every output before any is written (and before long computations).
 
     Each must be a new or existing regular file (not a folder, not a symbolic link, not an
-    input in `protect`), in a folder that exists or can be made and that labkit can write in.
+    input in `protect`; an existing one only with `force`), in a folder that exists or can be
+    made and that labkit can write in.
     """
     paths = [Path(p) for p in paths]
     inputs = [Path(p) for p in protect if Path(p).exists()]
@@ -69,6 +70,9 @@ def check_outputs(paths, protect: tuple = ()) -> list[Path]:
             raise LabError(f"{path}: the output exists and is not a file; choose another output")
         if any(path.exists() and path.samefile(p) for p in inputs):
             raise LabError(f"{path}: refusing to overwrite an input file; choose another output folder")
+        if path.exists() and not force:
+            raise LabError(f"{path}: already exists; pass --force to replace it or choose another "
+                           "output folder")
         folder = path.parent
         while not folder.exists() and not folder.is_symlink():
             folder = folder.parent
