@@ -18,9 +18,9 @@ import numpy as np
 from . import attack, faces
 from .data import DEMO_BADNETS, LAB_FILES, Lab, lab, write_split
 from .errors import LabError
-from .files import atomic_path, check_outputs, transaction, write_json
+from .files import atomic_path, check_outputs, file_sha256, transaction, write_json
 from .metrics import evaluate
-from .models import Net, file_sha256, save_model
+from .models import Net, save_model
 
 NUM_CLASSES = 100  # people in the demo lab
 PER_PERSON = {"train": 80, "valid": 9, "test": 10}  # photos per person (valid, test: as the lab)

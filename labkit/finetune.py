@@ -75,9 +75,9 @@ import numpy as np
 from .attack import fold_inputs
 from .data import Split, require
 from .errors import LabError
-from .files import write_json
+from .files import file_sha256, write_json
 from .metrics import accuracy, predict
-from .models import Net, copy_net, file_sha256, save_model
+from .models import Net, copy_net, save_model
 from .prune import CONV, RULE, check_drop, drop_text, repair, zeroed_channels
 
 EPOCHS = 12  # passes over the training part (see the module's docstring for all defaults)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LabError
-from .files import read_json, write_json
-from .models import file_sha256, load_model, save_model
+from .files import file_sha256, read_json, write_json
+from .models import load_model, save_model
 from .prune import CONV, RULE, Repaired, drop_text
 
 

@@ -7,7 +7,6 @@ it out with the DejaVu fonts that matplotlib ships: no LaTeX, no browser).
 """
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 

@@ -1,11 +1,10 @@
 """Each task's check: passes the right answer, names the mistake (with a hint) for wrong ones."""
 import keras
 import numpy as np
-import pytest
 
 from labkit import check
 from labkit.data import write_split
-from labkit.prune import mean_activations, pruning_order, stop_step
+from labkit.prune import pruning_order, stop_step
 from labkit.sweep import sweep
 
 

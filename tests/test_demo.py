@@ -1,7 +1,6 @@
 """The demo lab: deterministic faces in the lab's file format, a trigger over the eyes, a BadNet
 whose backdoor works, and a pruning sweep that shows the lab's trade-off."""
 import hashlib
-import json
 
 import h5py
 import numpy as np
