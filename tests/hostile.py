@@ -9,6 +9,13 @@ from pathlib import Path
 from labkit import cli
 
 
+def forbid(monkeypatch, module, name: str, what: str) -> None:
+    """Make `module.name` (a long computation) fail the test if called: refusals come first."""
+    def called(*args, **kwargs):
+        raise AssertionError(f"{what} before the input was checked")
+    monkeypatch.setattr(module, name, called)
+
+
 def snapshot(*folders) -> dict:
     """Every file below `folders` (hidden temporaries too) with a hash of its bytes."""
     found = {}

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from hostile import refused
+from hostile import forbid, refused
 
 import labkit
 from labkit import cli, finetune
@@ -21,10 +21,7 @@ EPOCHS = 2  # enough to move every trained weight on the tiny lab
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Refusals must come before the long computation: fine-pruning fails the test."""
-    def fine_prune(*args, **kwargs):
-        raise AssertionError("training started before the input was checked")
-    monkeypatch.setattr(finetune, "fine_prune", fine_prune)
+    forbid(monkeypatch, finetune, "fine_prune", "training started")
 
 
 def test_pruned_channels_stay_exactly_zero_and_the_rest_trains(tiny_net, tiny_lab):
