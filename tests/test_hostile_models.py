@@ -134,14 +134,19 @@ def test_malformed_config(saved, tiny_lab, capsys, raw, expect):
     eval_refused(capsys, tiny_lab, saved[".h5"], expect)
 
 
-def test_malformed_keras_config(saved, tiny_lab, capsys):
-    path = saved[".keras"]
+def replace_member(path, member: str, data: bytes):
+    """Rewrite the .keras archive `path` with `member` holding `data` (the rest unchanged)."""
     with zipfile.ZipFile(path) as z:
         members = {n: z.read(n) for n in z.namelist()}
-    members["config.json"] = b"\x80\x81 not text"
+    members[member] = data
     with zipfile.ZipFile(path, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
+        for name, content in members.items():
+            z.writestr(name, content)
+    return path
+
+
+def test_malformed_keras_config(saved, tiny_lab, capsys):
+    path = replace_member(saved[".keras"], "config.json", b"\x80\x81 not text")
     eval_refused(capsys, tiny_lab, path, "configuration is not UTF-8 text")
 
 
@@ -167,13 +172,7 @@ def test_scale_stored_as_string_or_array(saved, tiny_lab, capsys, value, expect)
 
 
 def test_scale_in_keras_archive_as_string(saved, tiny_lab, capsys):
-    path = saved[".keras"]
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    members["labkit.json"] = b'{"input_scale": "1/255"}'
-    with zipfile.ZipFile(path, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
+    path = replace_member(saved[".keras"], "labkit.json", b'{"input_scale": "1/255"}')
     eval_refused(capsys, tiny_lab, path, "input scale saved in the file is '1/255', not a number")
 
 
