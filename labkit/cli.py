@@ -44,7 +44,8 @@ def _add_eval(sub) -> None:
                                                   "also a GoodNet G.keras saved by labkit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_model_options(p)
-    p.set_defaults(run=_eval)
+    p.set_defaults(run=_eval, given={"clean": "clean data file",
+                                     "poisoned": "poisoned data file", "model": MODEL})
 
 
 def _eval(args) -> int:
@@ -143,7 +144,8 @@ def _add_prune(sub) -> None:
                    help="folder for repaired_X.h5, repaired_X.json and sweep.csv "
                         "(default: 'repaired' beside MODEL)")
     add_model_options(p)
-    p.set_defaults(run=_prune)
+    p.set_defaults(run=_prune, given={"model": MODEL, "valid": "clean validation file",
+                                      "poisoned": "poisoned validation file"})
 
 
 def _prune(args) -> int:
@@ -219,7 +221,7 @@ def _add_fine_prune(sub) -> None:
                    help="folder for the model and its JSON (default: 'repaired' beside MODEL)")
     p.add_argument("--force", action="store_true", help="replace the files of an earlier run")
     add_model_options(p)
-    p.set_defaults(run=_fine_prune)
+    p.set_defaults(run=_fine_prune, given={"model": MODEL, "valid": "clean validation file"})
 
 
 def _fine_prune(args) -> int:
@@ -264,7 +266,7 @@ def _add_goodnet(sub) -> None:
                    help="write G as one Keras model that keras.models.load_model opens without "
                         "labkit (what the course's eval.py grades)")
     add_model_options(p)
-    p.set_defaults(run=_goodnet)
+    p.set_defaults(run=_goodnet, given={"badnet": MODEL, "repaired": MODEL})
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -416,13 +418,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+MODEL = "model file"  # in a command's `given`: the argument names a model, not a data file
+
+
+def check_given(args) -> None:
+    """Refuse a missing or malformed input file before TensorFlow starts or anything runs.
+
+    `given` (set by each command's parser) maps argument names to what the file is.
+    """
+    from .data import Split
+    from .files import check_input
+
+    for name, what in getattr(args, "given", {}).items():
+        path = getattr(args, name)
+        if path is None:
+            continue
+        check_input(path, what)
+        if what != MODEL:
+            len(Split(path, description=what))  # opens it and checks the lab's layout
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; every failure a user can cause ends in one line and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parser().parse_args(argv)
-    if args.tensorflow:  # only commands that run a network pay for TensorFlow's start-up
-        import_tensorflow_quietly()
     try:
+        check_given(args)
+        if args.tensorflow:  # only commands that run a network pay for TensorFlow's start-up
+            import_tensorflow_quietly()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's and TensorFlow's would add lines
             return args.run(args)

@@ -74,8 +74,30 @@ def test_errors_are_one_line_with_exit_2_and_nothing_written(tiny_lab, tmp_path)
     code, out, err = run("eval", tmp_path / "nope.h5", tiny_lab.bd_valid.path, tiny_lab.badnet_path)
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.strip().count("\n") == 0
-    assert err.startswith(f"labkit: error: {tmp_path / 'nope.h5'}: file not found")
+    assert err.startswith(f"labkit: error: {tmp_path / 'nope.h5'}: clean data file not found")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command, bad, expect", [
+    (["eval", "V", "BD", "M"], "M", "model file not found"),
+    (["prune", "M", "V", "--poisoned", "BD"], "BD", "poisoned validation file not found"),
+    (["prune", "M", "V"], "V", "a lab file needs datasets 'data' and 'label'"),
+    (["fine-prune", "M", "V"], "M", "model file not found"),
+    (["goodnet", "M", "M2", "V"], "M2", "model file not found"),
+])
+def test_inputs_are_checked_before_tensorflow_starts(tiny_lab, tmp_path, capsys, monkeypatch,
+                                                     command, bad, expect):
+    # a typo in a path answers at once, not after TensorFlow's start-up or pool_3 of another file
+    from hostile import forbid
+
+    forbid(monkeypatch, cli, "import_tensorflow_quietly", "TensorFlow started")
+    files = {"V": tiny_lab.valid.path, "BD": tiny_lab.bd_valid.path, "M": tiny_lab.badnet_path,
+             "M2": tiny_lab.badnet_path}
+    files[bad] = tmp_path / "nope.h5"
+    if expect.startswith("a lab file"):  # there, but a model where data belongs
+        files[bad] = tiny_lab.badnet_path
+    assert main([files.get(a, a) for a in command]) == 2
+    assert capsys.readouterr().err.startswith(f"labkit: error: {files[bad]}: {expect}")
 
 
 def test_bad_scale_argument_is_a_usage_error(tiny_lab):
@@ -100,7 +122,10 @@ finally:
 @pytest.mark.parametrize("args, loaded", [
     (["--help"], False), (["student"], False), (["student", "README.md"], False),
     (["eval", "x.h5"], False), (["run-all"], False),
-    (["eval", "missing.h5", "missing.h5", "missing.h5"], True)])
-def test_tensorflow_is_imported_only_by_commands_that_run_a_network(args, loaded):
+    (["eval", "missing.h5", "missing.h5", "missing.h5"], False),  # refused before it starts
+    (["eval", "V", "BD", "M"], True)])
+def test_tensorflow_is_imported_only_by_commands_that_run_a_network(args, loaded, tiny_lab):
+    files = {"V": tiny_lab.valid.path, "BD": tiny_lab.bd_valid.path, "M": tiny_lab.badnet_path}
+    args = [str(files.get(a, a)) for a in args]
     proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True)
     assert proc.stdout.splitlines()[-1] == f"tensorflow loaded: {loaded}", proc.stdout + proc.stderr
