@@ -32,6 +32,10 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
         raise LabError(f"{root / 'notebooks'}: no numbered notebooks (01_*.ipynb, ...) found; "
                        "run this in the labkit folder or set LABKIT_HOME to it")
     check_outputs([out / "report.pdf", *(out / n.name for n in notebooks)])  # before anything is built
+    if dataset == "lab":
+        from .notebook import check_course_files
+
+        check_course_files(lab(dataset, root))  # here, not in 01's kernel some seconds later
     if dataset == "demo":
         from .demo import build_demo
 

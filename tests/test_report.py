@@ -10,7 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from labkit import cli  # noqa: E402
+from hostile import forbid  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
+from labkit.notebook import COURSE_FILES  # noqa: E402
 from labkit.report import run_all, write_pdf  # noqa: E402
 
 REPORT = """# Backdoor report — demo
@@ -113,7 +115,20 @@ def project(tmp_path):
     notebook(root / "notebooks" / "02_b.ipynb", OUT,
              'out.joinpath("report.md").write_text(f"# Report\\n\\nDataset **{dataset}**.\\n")')
     notebook(root / "notebooks" / "index.ipynb", "raise RuntimeError('index is not run')")
+    for rel in COURSE_FILES:  # dataset "lab" needs the course's files there (not read here)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).touch()
     return root
+
+
+def test_run_all_on_the_lab_names_missing_course_files_before_any_kernel(project, monkeypatch):
+    from labkit import report
+
+    forbid(monkeypatch, report, "_execute", "a notebook ran")
+    (project / COURSE_FILES[-1]).unlink()
+    with pytest.raises(LabError, match=f"{project / COURSE_FILES[-1]}: 1 of the course's"):
+        run_all("lab", root=project, progress=False)
+    assert not (project / "report").exists()
 
 
 def test_run_all_writes_notebooks_html_and_pdf(project, monkeypatch, tmp_path, capfd):
