@@ -2,7 +2,7 @@
 
 Each check returns a `Verdict`, one line: "correct: ..." or the mistake it looks like with a hint a
 student can act on, never the solution. `verdict.ok` says which. Called after each task in
-01_evaluate, 02_prune and 03_goodnet.
+01_evaluate, 02_prune, 03_goodnet and 05_beyond_pruning.
 """
 from __future__ import annotations
 
@@ -237,3 +237,51 @@ def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
     if np.array_equal(wrong, b[differ]):
         return _wrong(f"G never flags anything {case}", "where B and B' disagree, answer N")
     return _wrong(f"wrong class where B and B' disagree {case}", "answer N there")
+
+
+def split_faces(fn, watch_share: float = 0.2) -> Verdict:
+    """Task: `fn(x, y, watch_share, seed)` -> ((x, y) to train on, (x, y) to watch): every face in
+    exactly one part with its own label, at random, the same parts for the same seed."""
+    n = 50
+    x, y = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3), np.arange(n) // 5  # sorted by person
+    face = lambda images: images[:, 0, 0].astype(np.int64) // 6  # noqa: E731 (which face it is)
+    try:
+        (x_train, y_train), (x_watch, y_watch) = fn(x, y, watch_share, 1)
+        again, other = fn(x, y, watch_share, 1), fn(x, y, watch_share, 2)
+    except Exception as err:  # the student's code: any error is the verdict
+        return _wrong(f"the function raised {type(err).__name__}: {err}",
+                      "return ((x_train, y_train), (x_watch, y_watch))")
+    parts = [np.asarray(p) for p in (x_train, y_train, x_watch, y_watch)]
+    if any(p.ndim == 0 for p in parts) or len(parts[0]) != len(parts[1]) or len(parts[2]) != len(parts[3]):
+        return _wrong("each part must hold images and as many labels",
+                      "return ((x_train, y_train), (x_watch, y_watch))")
+    train, watch = face(parts[0]), face(parts[2])
+    watched = n - int(round(n * (1 - watch_share)))
+    case = f"({n} faces, watch_share {watch_share:g}: {len(train)} to train on, {len(watch)} to watch)"
+    if np.intersect1d(train, watch).size:
+        return _wrong(f"faces are in both parts {case}",
+                      "the watch accuracy would count faces the network trained on: cut one "
+                      "permutation in two")
+    if sorted([*train, *watch]) != list(range(n)):
+        return _wrong(f"faces are missing or repeated {case}", "every face goes to exactly one part")
+    if (len(train), len(watch)) == (watched, n - watched):
+        return _wrong(f"the parts are swapped {case}", "train on the larger part; watch the share watch_share")
+    if len(watch) != watched:
+        return _wrong(f"the watch part has the wrong size {case}",
+                      f"keep round(len(y) * watch_share) faces = {watched} to watch")
+    if not (np.array_equal(parts[1], y[train]) and np.array_equal(parts[3], y[watch])):
+        return _wrong("labels no longer belong to their faces",
+                      "take the images and the labels with the same index array")
+    if np.array_equal(train, np.arange(len(train))):
+        return _wrong(f"the watch part is the last faces of the file {case}",
+                      "lab files are sorted by person, so it would hold other people than the "
+                      "training part: shuffle with a seeded permutation first")
+    if not np.array_equal(face(np.asarray(again[1][0])), watch):
+        return _wrong("the same seed gave other parts", "draw the permutation from np.random.default_rng(seed)")
+    if np.array_equal(face(np.asarray(other[1][0])), watch):
+        return _wrong("another seed gave the same parts", "draw the permutation from np.random.default_rng(seed)")
+    order = np.random.default_rng(1).permutation(n)
+    if not (np.array_equal(train, order[:n - watched]) and np.array_equal(watch, order[n - watched:])):
+        return _wrong(f"not the lab's split {case}", "cut np.random.default_rng(seed).permutation(len(y)) "
+                      "in two, in its order: the first part to train on, the rest to watch")
+    return Verdict(True, f"a seeded random split, every face in one part with its label {case}")

@@ -118,12 +118,18 @@ def stem(drop: float) -> str:
     return "fine_tuned" if drop == 0 else f"fine_pruned_{drop_text(drop)}"
 
 
+def split_faces(x, y, watch_share: float = WATCH_SHARE, seed=SEED):
+    """((x, y) to train on, (x, y) to watch): a seeded permutation of the faces cut in two, its
+    last `watch_share` to watch (Task 7 of 05_beyond_pruning)."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(round(len(y) * (1 - watch_share)))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
 def split_valid(valid: Split, watch_share: float = WATCH_SHARE, seed: int = SEED):
     """The clean validation faces, split at random (seeded): ((x, y) to train on, (x, y) to watch)."""
     x, y = require(valid, "validation", "fine-tuning").load()
-    order = np.random.default_rng([seed, 5]).permutation(len(y))
-    cut = int(round(len(y) * (1 - watch_share)))
-    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+    return split_faces(x, y, watch_share, [seed, 5])
 
 
 def check_settings(epochs, lr, batch_size=BATCH) -> None:

@@ -115,3 +115,38 @@ def test_goodnet_rule():
     assert_wrong(check.goodnet_rule(lambda b, b2, n: np.where(b == b2, b, 0)), "answers 0")
     assert_wrong(check.goodnet_rule(lambda b, b2, n: b2), "B''s class")
     assert_wrong(check.goodnet_rule(lambda b, b2, n: np.where(b == b2, b2, n)[:3]), "one class per input")
+
+
+def test_split_faces():
+    from labkit.finetune import split_faces
+
+    assert check.split_faces(split_faces).ok
+
+    def cut(x, y, order, share):
+        k = int(round(len(y) * (1 - share)))
+        return (x[order[:k]], y[order[:k]]), (x[order[k:]], y[order[k:]])
+
+    def perm(seed, n):
+        return np.random.default_rng(seed).permutation(n)
+
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, np.arange(len(y)), s)),
+                 "last faces of the file", "sorted by person")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, perm(seed, len(y)), 1 - s)),
+                 "parts are swapped")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: (cut(x, y, perm(seed, len(y)), s)[0],
+                                                          cut(x, y, perm(seed + 1, len(y)), s)[1])),
+                 "faces are in both parts", "trained on")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, perm(None, len(y)), s)),
+                 "same seed gave other parts")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, perm(0, len(y)), s)),
+                 "another seed gave the same parts")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, perm(seed, len(y)), 0.3)),
+                 "watch part has the wrong size")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: cut(x, y, perm(seed, len(y))[::-1], s)),
+                 "not the lab's split")
+
+    def shuffled_labels(x, y, s, seed):
+        (xt, yt), (xw, yw) = cut(x, y, perm(seed, len(y)), s)
+        return (xt, np.sort(yt)), (xw, yw)
+    assert_wrong(check.split_faces(shuffled_labels), "labels no longer belong to their faces")
+    assert_wrong(check.split_faces(lambda x, y, s, seed: None), "raised TypeError")
