@@ -83,9 +83,12 @@ def _add_run_all(sub) -> None:
 
 
 def _run_all(args) -> int:
-    from .report import run_all
+    from .report import durations, run_all
 
     out = run_all(args.dataset)
+    times = durations(out)
+    print(", ".join(f"{name} {seconds:.1f} s" for name, seconds in times.items())
+          + f"; {sum(times.values()):.1f} s in all (papermill's times, kernel start included)")
     try:
         out = out.relative_to(os.getcwd())
     except ValueError:

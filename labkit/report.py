@@ -55,6 +55,18 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
     return out
 
 
+def durations(out: Path) -> dict:
+    """{notebook name: seconds} of the notebooks executed in `out`, as papermill recorded them."""
+    import nbformat
+
+    found = {}
+    for path in sorted(out.glob(NOTEBOOKS)):
+        seconds = nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("duration")
+        if seconds is not None:
+            found[path.name] = seconds
+    return found
+
+
 def _execute(notebook: Path, executed: Path, dataset: str, root: Path) -> None:
     """Run one notebook in a kernel of this very Python; papermill writes it as it goes."""
     import papermill

@@ -13,7 +13,7 @@ from labkit import cli  # noqa: E402
 from hostile import forbid  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
 from labkit.notebook import COURSE_FILES  # noqa: E402
-from labkit.report import run_all, write_pdf  # noqa: E402
+from labkit.report import durations, run_all, write_pdf  # noqa: E402
 
 REPORT = """# Backdoor report — demo
 
@@ -155,7 +155,8 @@ def test_run_all_writes_notebooks_html_and_pdf(project, monkeypatch, tmp_path, c
     assert other.exists()
 
 
-def test_run_all_demo_builds_the_demo_first(project, monkeypatch, tmp_path):
+def test_run_all_demo_builds_the_demo_first_and_prints_the_times(project, monkeypatch, tmp_path,
+                                                                 capsys):
     from labkit import demo
 
     # a kernel named python3 of another Python (installed with --user, say) is not used
@@ -167,9 +168,17 @@ def test_run_all_demo_builds_the_demo_first(project, monkeypatch, tmp_path):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     calls = []
     monkeypatch.setattr(demo, "build_demo", lambda **kw: calls.append(kw), raising=False)
-    out = run_all("demo", root=project, progress=False)
-    assert calls == [{"root": project, "progress": False}]
+    monkeypatch.setenv("LABKIT_HOME", str(project))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run-all"]) == 0
+    assert calls == [{"root": project, "progress": True}]
+    out = project / "report" / "demo"
     assert (out / "report.pdf").is_file()
+    times = durations(out)  # papermill's, per notebook, in the order they ran
+    assert list(times) == ["01_a.ipynb", "02_b.ipynb"] and all(t > 0 for t in times.values())
+    printed = capsys.readouterr().out
+    assert (f"01_a.ipynb {times['01_a.ipynb']:.1f} s, 02_b.ipynb {times['02_b.ipynb']:.1f} s; "
+            f"{sum(times.values()):.1f} s in all") in printed
 
 
 def test_run_all_failing_notebook_is_one_line(project, capfd, monkeypatch):
