@@ -242,6 +242,8 @@ def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
 def split_faces(fn, watch_share: float = 0.2) -> Verdict:
     """Task: `fn(x, y, watch_share, seed)` -> ((x, y) to train on, (x, y) to watch): every face in
     exactly one part with its own label, at random, the same parts for the same seed."""
+    from .finetune import split_faces as lab_split
+
     n = 50
     x, y = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3), np.arange(n) // 5  # sorted by person
     face = lambda images: images[:, 0, 0].astype(np.int64) // 6  # noqa: E731 (which face it is)
@@ -256,7 +258,8 @@ def split_faces(fn, watch_share: float = 0.2) -> Verdict:
         return _wrong("each part must hold images and as many labels",
                       "return ((x_train, y_train), (x_watch, y_watch))")
     train, watch = face(parts[0]), face(parts[2])
-    watched = n - int(round(n * (1 - watch_share)))
+    expected_train, expected_watch = (face(part[0]) for part in lab_split(x, y, watch_share, 1))
+    watched = len(expected_watch)
     case = f"({n} faces, watch_share {watch_share:g}: {len(train)} to train on, {len(watch)} to watch)"
     if np.intersect1d(train, watch).size:
         return _wrong(f"faces are in both parts {case}",
@@ -280,8 +283,7 @@ def split_faces(fn, watch_share: float = 0.2) -> Verdict:
         return _wrong("the same seed gave other parts", "draw the permutation from np.random.default_rng(seed)")
     if np.array_equal(face(np.asarray(other[1][0])), watch):
         return _wrong("another seed gave the same parts", "draw the permutation from np.random.default_rng(seed)")
-    order = np.random.default_rng(1).permutation(n)
-    if not (np.array_equal(train, order[:n - watched]) and np.array_equal(watch, order[n - watched:])):
+    if not (np.array_equal(train, expected_train) and np.array_equal(watch, expected_watch)):
         return _wrong(f"not the lab's split {case}", "cut np.random.default_rng(seed).permutation(len(y)) "
                       "in two, in its order: the first part to train on, the rest to watch")
     return Verdict(True, f"a seeded random split, every face in one part with its label {case}")
