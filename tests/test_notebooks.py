@@ -47,6 +47,14 @@ def test_notebooks_start_the_same_way(path):
     assert "notebook.start(dataset" in check.source
 
 
+def test_05_epochs_default_is_the_librarys():
+    # papermill needs a literal there; it must stay the default `labkit fine-prune` uses
+    from labkit.finetune import EPOCHS
+
+    params = nbformat.read(ROOT / "notebooks" / "05_beyond_pruning.ipynb", as_version=4).cells[2]
+    assert f"epochs: int = {EPOCHS} " in params.source
+
+
 def papermill(src, out, cwd, *params, env=None):
     args = [a for name, value in params for a in ("-p", name, str(value))]
     proc = subprocess.run([*PAPERMILL, str(src), str(out), *args], cwd=cwd, capture_output=True,
