@@ -25,6 +25,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -281,3 +282,132 @@ def read_json(path: Path | str, partner: Path | str | None = None) -> dict:
             raise LabError(f"{path}: this record does not belong to {Path(partner).name} (another "
                            "or an interrupted run wrote one of them); run it again to write both")
     return obj
+
+
+# --- one run at a time per project ------------------------------------------------------------
+
+LOCK = ".labkit.lock"  # in a project folder: locked by every run that writes data/, models/, report/
+LOCKED_BY = "LABKIT_LOCKED_BY"  # set for run-all's kernels: the pid of the run-all holding the lock
+_held: dict = {}  # lock file -> [fd, modes (True: exclusive) of this process's nested holds]
+
+
+def project_of(path: Path | str) -> Path | None:
+    """The project folder an output belongs to (the parent of its data/, models/ or report/), or None."""
+    for folder in Path(path).absolute().parents:
+        if folder.name in ("data", "models", "report"):
+            return folder.parent
+    return None
+
+
+@contextmanager
+def project_lock(root: Path | str | None, what: str, exclusive: bool = False):
+    """Hold the project's lock while the block runs (`hold_project`); None: no project, no lock."""
+    if root is None:
+        yield
+        return
+    key = hold_project(root, what, exclusive)
+    try:
+        yield
+    finally:
+        _let_go(key)
+
+
+def hold_project(root: Path | str, what: str, exclusive: bool = False) -> str:
+    """Lock the project folder `root` for this process: shared (commands, notebook kernels: they
+    write whole files and may run together) or `exclusive` (run-all, which empties its report
+    folder). A lock held elsewhere is refused in one line naming its holder; the kernel releases
+    it when the holder dies. Holding it again in the same process nests. Returns its key."""
+    path = Path(root).absolute() / LOCK
+    key = str(path)
+    if os.environ.get(LOCKED_BY) == str(os.getppid()):  # a kernel of run-all, which holds it
+        _held.setdefault(key, [None, []])[1].append(False)
+        return key
+    if key in _held:
+        fd, modes = _held[key]
+        if fd is not None and exclusive and not any(modes):
+            try:
+                _flock(fd, path, True)  # upgrade this process's shared hold
+            except LabError:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # a failed upgrade gives up the shared lock
+                raise
+        modes.append(exclusive)
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _flock(fd, path, exclusive)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _is(path, fd):
+            break
+        os.close(fd)  # its last holder removed it meanwhile: take the new one
+    holders = [line for line in _holders(path) if not line.endswith(f"(pid {os.getpid()})")]
+    path.write_text("".join(f"{line}\n" for line in [*holders, f"{what} (pid {os.getpid()})"]))
+    _held[key] = [fd, [exclusive]]
+    return key
+
+
+def _is(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _flock(fd: int, path: Path, exclusive: bool) -> None:
+    for _ in range(20):  # a last holder removing the file holds it alone for a moment
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not _is(path, fd):
+                return  # removed by its last holder: the caller opens the new one
+            time.sleep(0.02)
+    holders = "; ".join(_holders(path)) or "another process"
+    raise LabError(f"{path.parent}: another labkit run is using this project ({holders}); "
+                   "wait for it to finish (a notebook's kernel holds it until you shut the "
+                   "kernel down), then run again")
+
+
+def _holders(path: Path) -> list[str]:
+    """The holders noted in a lock file ('what (pid N)') whose process is still alive."""
+    alive = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return alive
+    for line in lines:
+        found = re.search(r"\(pid (\d+)\)$", line)
+        try:
+            if found:
+                os.kill(int(found.group(1)), 0)
+                alive.append(line)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            alive.append(line)
+    return alive
+
+
+def _let_go(key: str) -> None:
+    """End one hold of this process; the last one removes the lock file if nobody else holds it."""
+    fd, modes = _held[key]
+    exclusive = modes.pop()
+    if modes and fd is not None and exclusive and not any(modes):
+        fcntl.flock(fd, fcntl.LOCK_SH)  # back to this process's shared hold
+    if modes:
+        return
+    del _held[key]
+    if fd is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _is(Path(key), fd):
+            os.unlink(key)
+    except BlockingIOError:
+        pass  # others hold it: the last of them removes it
+    finally:
+        os.close(fd)
