@@ -332,9 +332,12 @@ def hold_project(root: Path | str, what: str, exclusive: bool = False) -> str:
                 raise
         modes.append(exclusive)
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a project not made yet, or read-only: the output checks say so
+            _held[key] = [None, [exclusive]]
+            return key
         try:
             _flock(fd, path, exclusive)
         except BaseException:
