@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import LAB_FILES, lab, project_root
-from .models import Net, load_badnet, load_model
+from .modelfile import load_badnet, load_model
+from .models import Net
 from .prune import CONV, FEATURE_BATCH, POOL, feature_fn, prune
 from .standin import LAB_SIZES, repeat_split, widen
 from .sweep import sweep

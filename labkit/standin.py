@@ -59,7 +59,8 @@ def repeat_split(source: Path, path: Path, n: int) -> Path:
 def make_standin(out: Path | str, sizes: dict = LAB_SIZES, progress: bool = True) -> Path:
     """Write the real-size stand-in lab below `out` (see the module's text); return `out`."""
     from .demo import build_demo
-    from .models import load_model, save_model
+    from .modelfile import load_model
+    from .models import save_model
 
     out, here = Path(out).resolve(), project_root()
     if out == here:
