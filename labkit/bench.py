@@ -27,8 +27,9 @@ import numpy as np
 
 from .data import LAB_FILES, lab, project_root
 from .modelfile import load_badnet, load_model
-from .models import Net
-from .prune import CONV, FEATURE_BATCH, POOL, feature_fn, prune
+from .models import CONV, POOL, Net
+from .cache import FEATURE_BATCH, feature_fn
+from .prune import prune
 from .standin import LAB_SIZES, repeat_split, widen
 from .sweep import sweep
 

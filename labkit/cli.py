@@ -159,7 +159,8 @@ def _prune(args) -> int:
     from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .sweep import masking_problem, sweep
+    from .head import masking_problem
+    from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
     out = Path(args.out) if args.out else Path(args.model).parent / "repaired"

@@ -23,6 +23,7 @@ from .files import atomic_path
 LAB_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3",
               "conv_4", "fc_1", "fc_2", "output")
 WEIGHTED_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "fc_1", "fc_2", "output")
+CONV, POOL = "conv_3", "pool_3"  # the layer pruned and the pooling layer right after it
 RAW, UNIT = 1.0, 1 / 255  # input scales: pixels 0..255 as they are, or divided by 255
 
 def build_badnet(num_classes: int = 1283, name: str = "badnet", scale: float = RAW):
@@ -97,6 +98,12 @@ def fingerprint(model) -> str:
     """Short hash of conv_1's kernel: names a network family (pruning leaves conv_1 alone)."""
     kernel = np.asarray(model.get_layer("conv_1").get_weights()[0], np.float32)
     return hashlib.sha256(kernel.tobytes()).hexdigest()[:16]
+
+
+def zeroed_channels(net: Net) -> np.ndarray:
+    """The `conv_3` channels whose kernel and bias are all exactly zero (the pruned ones)."""
+    kernel, bias = net.model.get_layer(CONV).get_weights()
+    return np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
 
 
 def save_model(net: Net, path: Path | str, protect: tuple = ()) -> Path:
