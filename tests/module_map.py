@@ -6,6 +6,7 @@ tests/test_imports.py checks it is still what the code says.
 """
 import ast
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,8 @@ def diagram(graph: dict | None = None) -> str:
         lines.append(f"layer {level}")
         for name in sorted(n for n in graph if depth[n] == level):
             uses = ", ".join(sorted(graph[name], key=lambda d: (-depth[d], d)))
-            lines.append(f"  {name:<10} {'-> ' + uses if uses else ''}".rstrip())
+            lines += textwrap.wrap(f"{name:<10} {'-> ' + uses if uses else ''}", 96,
+                                   initial_indent="  ", subsequent_indent=" " * 16)
     return "\n".join(lines) + "\n"
 
 
