@@ -1,16 +1,10 @@
 """B run on a data file, and what runs share: B's `pool_3` activations and classes per file.
 
-`run` and `activations` read a file batch by batch and run a network on it; `metrics`, `prune`
-and `sweep` build on them and never the other way round. Every notebook runs B over the same
-data files: the first to need a file stores B's `pool_3` activations on it, B's classes, the
-labels and each channel's mean activation in the run's own folder (`lab.cache_dir`, inside
-report/<dataset>/); later notebooks read them back. An entry is named and checked by the SHA-256
-of the model file and of the data file, so changing either makes a new entry and the old one is
-removed and never used. Entries are written under a unique temporary name and moved into place
-with `os.replace`: runs at the same time each read a whole entry or none. A pruned B' (B with
-`conv_3` channels zeroed, checked weight by weight) is evaluated from B's stored `pool_3` with
-those channels set to 0, running only the layers after `pool_3`: exactly the pruned network's
-output (LAB.md).
+`run` and `activations` read a file batch by batch through a network; `metrics`, `prune` and
+`sweep` build on them, never the other way round. `features` stores B's `pool_3`, classes, labels
+and channel means once per run in `lab.cache_dir`, named and checked by the SHA-256 of the model
+and data files and written atomically; `predict` evaluates B, a GoodNet or a B' that is B pruned
+from them, running only the layers after `pool_3` (exact: LAB.md). docs/design.md has the details.
 """
 from __future__ import annotations
 
