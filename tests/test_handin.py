@@ -12,7 +12,8 @@ from labkit import cli
 from labkit.data import Split
 from labkit.goodnet import GoodNet, load_goodnet, rule
 from labkit.metrics import evaluate, report_lines
-from labkit.models import load_model, save_model
+from labkit.modelfile import load_model
+from labkit.models import save_model
 from labkit.prune import prune, repair
 from labkit.sweep import sweep
 
