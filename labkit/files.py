@@ -97,9 +97,10 @@ def check_outputs(paths, protect: tuple = (), force: bool = True, within=None) -
         if not folder.is_dir():
             raise LabError(f"{folder}: is a file, so {path} cannot be written below it; "
                            "choose another output folder")
-        try:
-            tmp, lock = _temporary(folder / ".labkit-probe")
-            _release(tmp, lock)
+        try:  # a probe left by a kill has no lock: the next sweep removes it
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".labkit-probe.", suffix=".partial")
+            os.close(fd)
+            Path(probe).unlink(missing_ok=True)
         except OSError as err:
             raise LabError(f"{folder}: labkit cannot write in this folder ({err.strerror}); "
                            "choose another output folder") from None
@@ -197,7 +198,7 @@ def atomic_path(path: Path | str, protect: tuple = ()):
         os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file, not mkstemp's private 0600
         staged = _staged.get()
         if staged is None:
-            os.replace(tmp, path)
+            _place(tmp, path)
             _release(tmp, lock)
         else:
             staged.append((tmp, path, made, lock))
@@ -241,9 +242,14 @@ def transaction():
     finally:
         _staged.reset(token)
     for tmp, path, _, _ in staged:
-        os.replace(tmp, path)
+        _place(tmp, path)
     for tmp, _, _, lock in staged:
         _release(tmp, lock)
+
+
+def _place(tmp: Path, path: Path) -> None:
+    """Move a written temporary into place: one atomic rename, so a reader sees old or new."""
+    os.replace(tmp, path)
 
 
 def file_sha256(path: Path | str) -> str:
