@@ -78,6 +78,7 @@ def check_outputs(paths, protect: tuple = (), force: bool = True, within=None) -
     paths = [Path(p) for p in paths]
     inputs = [Path(p) for p in protect if Path(p).exists()]
     for path in paths:
+        sweep(path.parent)
         if path.is_symlink():
             raise LabError(f"{path}: the output is a symbolic link; labkit does not write "
                            "through links: choose another output")
@@ -107,7 +108,6 @@ def check_outputs(paths, protect: tuple = (), force: bool = True, within=None) -
         if shutil.disk_usage(folder).free < MIN_FREE:
             raise LabError(f"{folder}: the disk is full (less than {MIN_FREE >> 20} MB free); "
                            "make room or choose another output folder")
-        sweep(folder)
     return paths
 
 

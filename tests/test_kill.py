@@ -56,16 +56,19 @@ def listing(folder: Path) -> list:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def kill_at_each_write(tmp_path, code: str, root_of) -> int:
+def kill_at_each_write(tmp_path, code: str, root_of, one_folder: bool = False) -> int:
     """Run `code` (with {root} its project folder) killed at write 1, 2, ... each in a fresh
     folder, then again to the end there; each folder must hold what a clean run's holds.
+    `one_folder` (for slow commands): each run in the same folder, the one after a kill killed
+    one write later, until a run ends; it must leave what a clean run leaves, and each run
+    finds only the temporaries of the run just killed (it removes them first).
     Returns the number of writes."""
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
 
     def run(root, kill_at=0):
         request = {"kill_at": kill_at, "counter": str(tmp_path / f"count-{root.name}-{kill_at}"),
-                   "code": code.format(root=root)}
+                   "code": code.replace("{root}", str(root))}
         driver.stdin.write(json.dumps(request) + "\n")
         driver.stdin.flush()
         return driver.stdout.readline().strip()
@@ -75,16 +78,19 @@ def kill_at_each_write(tmp_path, code: str, root_of) -> int:
         assert run(clean) == "0"
         expected = listing(clean)
         assert not [p for p in expected if "partial" in p or "lock" in p]
-        k = 1
+        k, root, left = 1, root_of(tmp_path / "killed"), set()
         while True:
-            root = root_of(tmp_path / f"killed-{k}")
+            root = root if one_folder else root_of(tmp_path / f"killed-{k}")
             status = run(root, k)
             if status != "killed":
-                assert status == "0"
+                assert status == "0" and listing(root) == expected
                 return k - 1
-            assert [p for p in listing(root) if ".partial" in p], f"write {k} left no temporary"
-            assert run(root) == "0"
-            assert listing(root) == expected, f"killed at write {k}, then run again"
+            partial = {p for p in listing(root) if ".partial" in p}
+            assert partial and not partial & left, f"write {k}: no temporary, or an older run's"
+            left = partial
+            if not one_folder:
+                assert run(root) == "0"
+                assert listing(root) == expected, f"killed at write {k}, then run again"
             k += 1
     finally:
         driver.stdin.close()
@@ -99,16 +105,16 @@ def project_with_lab(folder, tiny_net):
 
 
 def test_prune_killed_at_each_write(tiny_net, tmp_path):
-    code = ("cli.main(['prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
-            "'--drops', '2', '4'])")
+    code = ("sys.exit(cli.main(['prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
+            "'--drops', '2']))")
     writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net))
-    assert writes == 10  # sweep.csv and two pairs of B' and record: made and placed, each
+    assert writes == 6  # sweep.csv, B' and its record: each made, then placed
 
 
 def test_fine_prune_killed_at_each_write(tiny_net, tmp_path):
-    code = ("cli.main(['fine-prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
-            "'--drop', '2', '--epochs', '1', '--batch-size', '16'])")
-    writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net))
+    code = ("sys.exit(cli.main(['fine-prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
+            "'--drop', '2', '--epochs', '1', '--batch-size', '16', '--force']))")
+    writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net), one_folder=True)
     assert writes == 4  # the model and its record
 
 
