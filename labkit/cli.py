@@ -12,7 +12,6 @@ import sys
 import traceback
 import warnings
 from fractions import Fraction
-
 from pathlib import Path
 
 from .errors import REPORT_BUGS, LabError, check_whole, escape, one_line
@@ -121,7 +120,8 @@ def _add_demo(sub) -> None:
     p.set_defaults(run=_demo, writes=_demo_writes)
 
 
-def _demo_writes(args):
+def _demo_writes(args) -> Path:
+    """A file in the folder `labkit demo` writes: DIR of --retrain, else the project's data/."""
     from .data import project_root
 
     return Path(args.retrain) / "x" if args.retrain else Path(args.root or project_root()) / "data" / "x"
@@ -157,13 +157,12 @@ def _add_prune(sub) -> None:
                    help="folder for repaired_X.h5, repaired_X.json and sweep.csv "
                         "(default: 'repaired' beside MODEL)")
     add_model_options(p)
-    p.set_defaults(run=_prune, writes=lambda args: out_dir(args) / "sweep.csv", given={"model": MODEL, "valid": "clean validation file",
-                                      "poisoned": "poisoned validation file"})
+    p.set_defaults(run=_prune, writes=lambda args: out_dir(args) / "sweep.csv",
+                   given={"model": MODEL, "valid": "clean validation file",
+                          "poisoned": "poisoned validation file"})
 
 
 def _prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
     from .modelfile import load_model
@@ -236,19 +235,16 @@ def _add_fine_prune(sub) -> None:
                    help="folder for the model and its JSON (default: 'repaired' beside MODEL)")
     p.add_argument("--force", action="store_true", help="replace the files of an earlier run")
     add_model_options(p)
-    p.set_defaults(run=_fine_prune, writes=lambda args: out_dir(args) / "fine_tuned.h5", given={"model": MODEL, "valid": "clean validation file"})
+    p.set_defaults(run=_fine_prune, writes=lambda args: out_dir(args) / "fine_tuned.h5",
+                   given={"model": MODEL, "valid": "clean validation file"})
 
 
-def out_dir(args):
+def out_dir(args) -> Path:
     """--out, or the folder 'repaired' beside the model."""
-    from pathlib import Path
-
     return Path(args.out) if args.out else Path(args.model).parent / "repaired"
 
 
 def _fine_prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
@@ -298,8 +294,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _goodnet(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from .data import Split

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hostile import forbid, refused
 
-from labkit import demo, files, finetune, models, student
+from labkit import demo, files, finetune, modelfile, models, student
 from labkit import sweep as sweep_module
 from labkit.errors import LabError
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def no_work(monkeypatch):
     """The long work of every command fails the test if it starts."""
-    for module, name in ((sweep_module, "sweep"), (finetune, "fine_prune"), (models, "load_model"),
+    for module, name in ((sweep_module, "sweep"), (finetune, "fine_prune"), (modelfile, "load_model"),
                          (student, "preprocessors"), (demo, "make_data"), (demo, "install_models")):
         forbid(monkeypatch, module, name, f"{module.__name__}.{name} ran")
 

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import h5py
 import nbformat
-import pytest
 from hostile import check_refusal
 
 from labkit import demo, files
 from labkit.data import DEMO_BADNETS
-from labkit.errors import LabError
 from labkit.notebook import COURSE_FILES
 
 TESTS = Path(__file__).resolve().parent
