@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import h5py
-import nbformat
 from hostile import check_refusal
+from test_report import notebook  # run-all passes dataset='lab' to it
 
 from labkit import demo, files
 from labkit.data import DEMO_BADNETS
@@ -135,18 +135,9 @@ def test_demo_killed_at_each_write(tmp_path):
 
 # --- run-all: its kernels write too -------------------------------------------------------------
 
-def tiny_notebook(path, *cells):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
-        "name": "python3", "display_name": "Python 3", "language": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell('dataset = "lab"', metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-
-
 def tiny_project(root, *cells) -> Path:
     """A project whose one notebook starts as the lab's do and writes into models/ and report/."""
-    tiny_notebook(root / "notebooks" / "01_a.ipynb", "from labkit import files, notebook\n"
+    notebook(root / "notebooks" / "01_a.ipynb", "from labkit import files, notebook\n"
                   "lab = notebook.start(dataset)", *cells,
                   'files.write_json(lab.repaired_dir / "run.json", {"ran": dataset})\n'
                   'with files.atomic_path(lab.report_dir / "report.md") as tmp:\n'
