@@ -105,7 +105,7 @@ def project_with_lab(folder, tiny_net):
 def test_prune_killed_at_each_write(tiny_net, tmp_path):
     code = ("sys.exit(cli.main(['prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
             "'--drops', '2']))")
-    writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net))
+    writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net), one_folder=True)
     assert writes == 6  # sweep.csv, B' and its record: each made, then placed
 
 
