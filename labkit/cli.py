@@ -403,10 +403,46 @@ def _student(args) -> int:
     return 0
 
 
+def _add_course(sub) -> None:
+    from .course import ASSIGNMENT
+
+    p = sub.add_parser("course", help="write an nbgrader course folder to grade the notebooks (instructors)",
+                       description="Write a ready nbgrader course folder: nbgrader_config.py, the "
+                                   "reference notebooks in source/ASSIGNMENT/ and a README with "
+                                   "nbgrader's commands in order (generate_assignment, autograde, "
+                                   "generate_feedback, export). Needs nbgrader "
+                                   "(pip install 'labkit[instructor]').")
+    p.add_argument("out", metavar="DIR", help="a folder that does not exist yet, or is empty")
+    p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
+                   help="what the notebooks run on when nbgrader grades them: demo (built "
+                        "offline) or lab (the course's files, see --data) (default: demo)")
+    p.add_argument("--data", metavar="FOLDER", default=None,
+                   help="with --dataset lab: the folder holding data/cl, data/bd and "
+                        "models/bd_net.h5, linked into DIR/lab (default: this labkit checkout)")
+    p.add_argument("--assignment", default=ASSIGNMENT,
+                   help=f"the assignment's name in nbgrader (default: {ASSIGNMENT})")
+    p.add_argument("--notebooks", metavar="NN", nargs="+", default=None,
+                   help="only these notebooks, e.g. 02 03 (default: all of 01..05)")
+    p.set_defaults(run=_course)
+
+
+def _course(args) -> int:
+    from .course import write_course
+
+    if args.data and args.dataset != "lab":
+        raise LabError("--data names the course's files: use it with --dataset lab")
+    written = write_course(args.out, args.dataset, args.assignment, args.notebooks, args.data)
+    for path in written:
+        print(escape(f"wrote {path}"))
+    print(escape(f"Next: cd {args.out} and follow README.md (nbgrader generate_assignment "
+                 f"{args.assignment}, ...)"))
+    return 0
+
+
 # run-all's notebooks run in kernels of their own: its process only waits for them
-WITHOUT_TENSORFLOW = ("run-all", "student")
+WITHOUT_TENSORFLOW = ("run-all", "student", "course")
 COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_bench,
-            _add_standin, _add_student]
+            _add_standin, _add_student, _add_course]
 
 
 def parser() -> argparse.ArgumentParser:

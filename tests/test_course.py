@@ -1,0 +1,178 @@
+"""`labkit course`: an nbgrader course folder; its README's cycle run for real (nbgrader, its SQLite
+gradebook, real execution): a right submission gets every point, one mistake costs one task, an
+edited locked cell changes nothing, and the feedback names the mistake without the solution."""
+import csv
+import html
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit import cli
+from labkit.course import TIMEOUT
+from labkit.errors import LabError
+from labkit.notebook import COURSE_FILES
+
+from conftest import ROOT
+from test_student import MARKERS, digests, solution_lines
+
+pytest.importorskip("nbgrader")
+NBGRADER = Path(sys.executable).parent / "nbgrader"
+STEP = re.compile(r"^ {7}(\S.*)$", re.M)  # a command of the course README (an indented block)
+
+
+def readme_commands(course: Path) -> list[str]:
+    return STEP.findall((course / "README.md").read_text())
+
+
+def shell(command: str, cwd: Path) -> str:
+    """Run one README command as an instructor would (the venv's nbgrader first on the PATH)."""
+    env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{command}\n{out[-3000:]}"
+    assert "ERROR" not in out, f"{command}\n{out[-3000:]}"  # e.g. a config file nbgrader could not load
+    return out
+
+
+def answers(reference) -> dict:
+    """grade_id -> the reference answer of each task: its solution cell without nbgrader's markers."""
+    return {c.metadata.nbgrader["grade_id"]: "\n".join(
+        line for line in c.source.splitlines() if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
+        for c in reference.cells if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def hand_in(release: Path, source: Path, folder: Path, edits=None) -> Path:
+    """A student's hand-in: the release with every task filled in with the reference answer,
+    then `edits` {grade_id: source -> source} applied."""
+    folder.mkdir(parents=True)
+    for path in release.glob("*.ipynb"):
+        nb, right = nbformat.read(path, as_version=4), answers(nbformat.read(source / path.name, as_version=4))
+        for cell in nb.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            cell.source = right.get(grade_id, cell.source)
+            cell.source = (edits or {}).get(grade_id, lambda s: s)(cell.source)
+        nbformat.write(nb, folder / path.name)
+    return folder
+
+
+def make(out: Path, *options) -> Path:
+    assert cli.main(["course", str(out), *map(str, options)]) == 0
+    return out
+
+
+def test_release_of_every_notebook(tmp_path):
+    before = digests()
+    course = make(tmp_path / "course")
+    assert digests() == before  # notebooks/ is only read
+    shell(readme_commands(course)[0], course)  # nbgrader generate_assignment lab3
+    reference = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(p.name for p in (course / "release" / "lab3").iterdir()) == reference
+    for name in reference:
+        source = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        release = nbformat.read(course / "release" / "lab3" / name, as_version=4)
+        text = "\n".join(c.source for c in release.cells)
+        assert not [m for m in MARKERS if m.lower() in text.lower()], name
+        assert not {line.strip() for line in text.splitlines()} & set(solution_lines(source)), name
+        tasks = [c for c in release.cells if c.metadata.get("nbgrader", {}).get("solution")]
+        assert all("raise NotImplementedError()" in c.source for c in tasks), name
+        checks = [c for c in source.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        assert len(tasks) == len(checks)  # one check cell per task, each worth its points
+        for check in checks:
+            assert check.metadata.nbgrader["points"] > 0 and check.metadata.nbgrader["locked"]
+            hidden = check.source.split("### BEGIN HIDDEN TESTS")[1]  # the grader calls the check itself
+            assert re.search(r"^verdict = check\.\w+\(", hidden, re.M) and "assert verdict.ok, verdict" in hidden
+        locked = [c for c in release.cells if c.metadata.get("nbgrader", {}).get("locked")]
+        assert len(locked) == len(checks) and all(c.metadata.nbgrader.get("checksum") for c in locked)
+        assert not any("instructor" in c.metadata.get("tags", []) for c in release.cells), name
+
+
+def test_refusals_leave_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("keep me")
+    assert cli.main(["course", str(tmp_path / "old")]) == 2
+    assert "new or empty folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["keep.txt"]
+    for options, message in ((["--notebooks", "07"], "no such notebook"),
+                             (["--assignment", "lab 3"], "letters, digits"),
+                             (["--dataset", "lab", "--data", tmp_path / "none"], "5 of the course's 5 files missing"),
+                             (["--data", tmp_path], "use it with --dataset lab")):
+        assert cli.main(["course", str(tmp_path / "new"), *map(str, options)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]  # no temporary folder left either
+    monkeypatch.setitem(sys.modules, "nbgrader", None)  # import fails as if absent
+    assert cli.main(["course", str(tmp_path / "new")]) == 2
+    assert "pip install 'labkit[instructor]'" in capsys.readouterr().err
+
+
+def test_on_the_courses_files_they_are_linked_not_copied(tmp_path):
+    files = tmp_path / "lab"
+    for rel in COURSE_FILES:
+        (files / rel).parent.mkdir(parents=True, exist_ok=True)
+        (files / rel).write_bytes(rel.encode())
+    course = make(tmp_path / "course", "--dataset", "lab", "--data", files, "--notebooks", "02", "03",
+                  "--assignment", "backdoor")
+    for rel in COURSE_FILES:
+        assert (course / "lab" / rel).is_symlink() and (course / "lab" / rel).resolve() == (files / rel).resolve()
+    nb = nbformat.read(course / "source" / "backdoor" / "03_goodnet.ipynb", as_version=4)
+    parameters = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert 'dataset: str = "lab"' in parameters
+    config = (course / "nbgrader_config.py").read_text()
+    assert f"c.Execute.timeout = {TIMEOUT['lab']}" in config and "source/backdoor/" in config
+    assert sorted(p.name for p in (course / "source" / "backdoor").iterdir()) == ["02_prune.ipynb", "03_goodnet.ipynb"]
+    assert "nbgrader autograde backdoor" in readme_commands(course)
+
+
+def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
+    """From an empty folder: `labkit course`, then the README's commands in order, three students."""
+    start = time.monotonic()
+    monkeypatch.chdir(tmp_path)  # a new user's empty folder
+    course = make(Path("course"), "--notebooks", "02").resolve()
+    commands = readme_commands(course)
+    assert [c.split()[1] if c.startswith("nbgrader") else c.split()[0] for c in commands] == [
+        "generate_assignment", "mkdir", "autograde", "generate_feedback", "export"]
+    generate, place, *grade = commands
+    shell(generate, course)
+    release, source = course / "release" / "lab3", course / "source" / "lab3"
+    decreasing = {"pruning_order": lambda s: s.replace("np.argsort(mean_act", "np.argsort(-mean_act")}
+    edited = {"check_pruning_loop": lambda s: "assert True"}
+    for student, edits in (("a", None), ("b", decreasing), ("c", edited)):
+        handin = hand_in(release, source, tmp_path / "handins" / student, edits)
+        shell(place.replace("STUDENT", student).replace("HANDIN", str(handin)), course)
+    out = [shell(command, course) for command in grade]  # autograde, generate_feedback, export
+    seconds = time.monotonic() - start
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "labkit") as gb:
+        scores = {s: {g.name: g.score for g in gb.find_submission_notebook("02_prune", "lab3", s).grades}
+                  for s in "abc"}
+        total = {s: gb.find_submission("lab3", s).score for s in "abc"}
+        best = gb.find_assignment("lab3").max_score
+    print(f"scores {total} of {best}; {seconds:.0f} s from `labkit course` to `nbgrader export`")
+    assert best == 4 and total["a"] == best and all(v == 1 for v in scores["a"].values())
+    # b's one mistake (decreasing order) costs the pruning-order task, not the loop along that order
+    assert [name for name, v in scores["b"].items() if v == 0] == ["check_pruning_order"]
+    assert total["b"] == best - 1
+    # c's `assert True` was replaced by the locked cell's source, whose hidden test ran the check
+    graded = nbformat.read(course / "autograded" / "c" / "lab3" / "02_prune.ipynb", as_version=4)
+    cell = next(c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_pruning_loop")
+    original = next(c for c in nbformat.read(source / "02_prune.ipynb", as_version=4).cells
+                    if c.metadata.get("nbgrader", {}).get("grade_id") == "check_pruning_loop")
+    assert cell.source == original.source and "assert True" not in cell.source
+    assert "✓ correct: 6 steps along your channel_order" in "".join(o.get("text", "") for o in cell.outputs)
+    assert "Attribute 'checksum' for cell check_pruning_loop has changed!" in out[0]
+    assert total["c"] == total["a"]  # c's answers are right: the edit neither helped nor hurt
+    # b's feedback: the check's one line, naming the mistake and its hint; not the answer
+    page = html.unescape((course / "feedback" / "b" / "lab3" / "02_prune.html").read_text())
+    assert "✗ this is decreasing order: the most active channels first. Hint: prune the channels " \
+           "clean faces leave dormant first" in page
+    assert 'np.argsort(mean_act, kind="stable")' not in page and "BEGIN SOLUTION" not in page
+    with open(course / "grades.csv") as f:
+        assert {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)} == total
