@@ -5,6 +5,7 @@ import csv
 import html
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -24,6 +25,13 @@ from test_student import MARKERS, digests, solution_lines
 pytest.importorskip("nbgrader")
 NBGRADER = Path(sys.executable).parent / "nbgrader"
 STEP = re.compile(r"^ {7}(\S.*)$", re.M)  # a command of the course README (an indented block)
+DOC = ROOT / "docs" / "nbgrader-course.md"
+
+
+def doc_commands() -> list[str]:
+    """The lines of the code blocks of docs/nbgrader-course.md."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", DOC.read_text(), re.M | re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
 
 
 def readme_commands(course: Path) -> list[str]:
@@ -66,11 +74,23 @@ def make(out: Path, *options) -> Path:
     return out
 
 
-def test_release_of_every_notebook(tmp_path):
+def run_doc_command(command: str) -> None:
+    """Run a `labkit course` command that the docs page shows, exactly as it shows it."""
+    assert command in doc_commands()
+    assert cli.main(shlex.split(command)[1:]) == 0
+
+
+def test_release_of_every_notebook(tmp_path, monkeypatch):
     before = digests()
-    course = make(tmp_path / "course")
+    monkeypatch.chdir(tmp_path)
+    run_doc_command("labkit course course")
+    course = tmp_path / "course"
     assert digests() == before  # notebooks/ is only read
-    shell(readme_commands(course)[0], course)  # nbgrader generate_assignment lab3
+    commands = readme_commands(course)
+    start = doc_commands().index("cd course") + 1
+    assert doc_commands()[start:start + len(commands)] == commands  # the docs quote the README's commands
+    assert len(doc_commands()) == start + len(commands) + 1  # and one more: the course's data (below)
+    shell(commands[0], course)  # nbgrader generate_assignment lab3
     reference = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert sorted(p.name for p in (course / "release" / "lab3").iterdir()) == reference
     for name in reference:
@@ -84,7 +104,7 @@ def test_release_of_every_notebook(tmp_path):
         checks = [c for c in source.cells if c.metadata.get("nbgrader", {}).get("grade")]
         assert len(tasks) == len(checks)  # one check cell per task, each worth its points
         for check in checks:
-            assert check.metadata.nbgrader["points"] > 0 and check.metadata.nbgrader["locked"]
+            assert check.metadata.nbgrader["points"] == 1 and check.metadata.nbgrader["locked"]  # as the docs say
             hidden = check.source.split("### BEGIN HIDDEN TESTS")[1]  # the grader calls the check itself
             assert re.search(r"^verdict = check\.\w+\(", hidden, re.M) and "assert verdict.ok, verdict" in hidden
         locked = [c for c in release.cells if c.metadata.get("nbgrader", {}).get("locked")]
@@ -111,26 +131,31 @@ def test_refusals_leave_nothing(tmp_path, monkeypatch, capsys):
     assert "pip install 'labkit[instructor]'" in capsys.readouterr().err
 
 
-def test_on_the_courses_files_they_are_linked_not_copied(tmp_path):
-    files = tmp_path / "lab"
+def test_on_the_courses_files_they_are_linked_not_copied(tmp_path, monkeypatch):
+    files = tmp_path / "labkit"  # the instructor's folder with the course's files
     for rel in COURSE_FILES:
         (files / rel).parent.mkdir(parents=True, exist_ok=True)
         (files / rel).write_bytes(rel.encode())
-    course = make(tmp_path / "course", "--dataset", "lab", "--data", files, "--notebooks", "02", "03",
-                  "--assignment", "backdoor")
+    monkeypatch.chdir(files)
+    run_doc_command("labkit course ../course-lab --dataset lab")
+    course = tmp_path / "course-lab"
     for rel in COURSE_FILES:
         assert (course / "lab" / rel).is_symlink() and (course / "lab" / rel).resolve() == (files / rel).resolve()
-    nb = nbformat.read(course / "source" / "backdoor" / "03_goodnet.ipynb", as_version=4)
+    assert (files / COURSE_FILES[-1]).read_bytes() == COURSE_FILES[-1].encode()  # only read
+    nb = nbformat.read(course / "source" / "lab3" / "03_goodnet.ipynb", as_version=4)
     parameters = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert 'dataset: str = "lab"' in parameters
     config = (course / "nbgrader_config.py").read_text()
-    assert f"c.Execute.timeout = {TIMEOUT['lab']}" in config and "source/backdoor/" in config
-    assert sorted(p.name for p in (course / "source" / "backdoor").iterdir()) == ["02_prune.ipynb", "03_goodnet.ipynb"]
-    assert "nbgrader autograde backdoor" in readme_commands(course)
+    assert f"c.Execute.timeout = {TIMEOUT['lab']}" in config and TIMEOUT["lab"] > TIMEOUT["demo"]
+    # the options: which notebooks, the assignment's name
+    other = make(tmp_path / "other", "--notebooks", "02", "03", "--assignment", "backdoor")
+    assert sorted(p.name for p in (other / "source" / "backdoor").iterdir()) == ["02_prune.ipynb", "03_goodnet.ipynb"]
+    assert "nbgrader autograde backdoor" in readme_commands(other)
+    assert "source/backdoor/" in (other / "nbgrader_config.py").read_text()
 
 
 def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
-    """From an empty folder: `labkit course`, then the README's commands in order, three students."""
+    """From an empty folder: `labkit course`, then the README's commands in order, four students (a right, b one mistake, c and d an edited check cell)."""
     start = time.monotonic()
     monkeypatch.chdir(tmp_path)  # a new user's empty folder
     course = make(Path("course"), "--notebooks", "02").resolve()
@@ -142,7 +167,8 @@ def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
     release, source = course / "release" / "lab3", course / "source" / "lab3"
     decreasing = {"pruning_order": lambda s: s.replace("np.argsort(mean_act", "np.argsort(-mean_act")}
     edited = {"check_pruning_loop": lambda s: "assert True"}
-    for student, edits in (("a", None), ("b", decreasing), ("c", edited)):
+    hidden = {**decreasing, "check_pruning_order": lambda s: "assert True"}  # b's mistake, its check edited
+    for student, edits in (("a", None), ("b", decreasing), ("c", edited), ("d", hidden)):
         handin = hand_in(release, source, tmp_path / "handins" / student, edits)
         shell(place.replace("STUDENT", student).replace("HANDIN", str(handin)), course)
     out = [shell(command, course) for command in grade]  # autograde, generate_feedback, export
@@ -152,8 +178,8 @@ def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "labkit") as gb:
         scores = {s: {g.name: g.score for g in gb.find_submission_notebook("02_prune", "lab3", s).grades}
-                  for s in "abc"}
-        total = {s: gb.find_submission("lab3", s).score for s in "abc"}
+                  for s in "abcd"}
+        total = {s: gb.find_submission("lab3", s).score for s in "abcd"}
         best = gb.find_assignment("lab3").max_score
     print(f"scores {total} of {best}; {seconds:.0f} s from `labkit course` to `nbgrader export`")
     assert best == 4 and total["a"] == best and all(v == 1 for v in scores["a"].values())
@@ -169,6 +195,7 @@ def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
     assert "✓ correct: 6 steps along your channel_order" in "".join(o.get("text", "") for o in cell.outputs)
     assert "Attribute 'checksum' for cell check_pruning_loop has changed!" in out[0]
     assert total["c"] == total["a"]  # c's answers are right: the edit neither helped nor hurt
+    assert scores["d"] == scores["b"]  # an edited check cell does not hide a wrong answer
     # b's feedback: the check's one line, naming the mistake and its hint; not the answer
     page = html.unescape((course / "feedback" / "b" / "lab3" / "02_prune.html").read_text())
     assert "✗ this is decreasing order: the most active channels first. Hint: prune the channels " \
