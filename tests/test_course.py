@@ -194,6 +194,7 @@ def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
     assert cell.source == original.source and "assert True" not in cell.source
     assert "✓ correct: 6 steps along your channel_order" in "".join(o.get("text", "") for o in cell.outputs)
     assert "Attribute 'checksum' for cell check_pruning_loop has changed!" in out[0]
+    assert (course / "lab" / "data" / "demo").is_dir()  # LABKIT_HOME of nbgrader's kernels: course/lab
     assert total["c"] == total["a"]  # c's answers are right: the edit neither helped nor hurt
     assert scores["d"] == scores["b"]  # an edited check cell does not hide a wrong answer
     # b's feedback: the check's one line, naming the mistake and its hint; not the answer
