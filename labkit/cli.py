@@ -152,18 +152,16 @@ def _add_prune(sub) -> None:
 
 
 def _prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
+    from .head import masking_problem
     from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .head import masking_problem
     from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
     check_outputs([out / "sweep.csv", *(out / f"repaired_{drop_text(x)}{ext}"
                                         for x in drops for ext in (".h5", ".json"))], inputs)
@@ -229,8 +227,6 @@ def _add_fine_prune(sub) -> None:
 
 
 def _fine_prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
@@ -239,7 +235,7 @@ def _fine_prune(args) -> int:
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
     check_settings(args.epochs, args.lr, args.batch_size)
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = (args.model, args.valid)
     check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
@@ -423,6 +419,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 MODEL = "model file"  # in a command's `given`: the argument names a model, not a data file
+
+
+def out_dir(args):
+    """Where `prune` and `fine-prune` write: --out, else the folder 'repaired' beside MODEL."""
+    from pathlib import Path
+
+    return Path(args.out) if args.out else Path(args.model).parent / "repaired"
 
 
 def check_given(args) -> None:
