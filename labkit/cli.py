@@ -53,7 +53,7 @@ def _eval(args) -> int:
     from .data import Split
     from .goodnet import is_goodnet, load_goodnet
     from .metrics import evaluate, report_lines, table_lines
-    from .models import load_model
+    from .modelfile import load_model
 
     if is_goodnet(args.model):
         net = load_goodnet(args.model, trust=args.trust)
@@ -157,10 +157,11 @@ def _prune(args) -> int:
 
     from .data import Split
     from .files import check_outputs, transaction
-    from .models import load_model
+    from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .sweep import masking_problem, sweep
+    from .head import masking_problem
+    from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
     out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
@@ -234,7 +235,7 @@ def _fine_prune(args) -> int:
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
-    from .models import load_model
+    from .modelfile import load_model
     from .prune import check_drop
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
@@ -284,7 +285,7 @@ def _goodnet(args) -> int:
     from .data import Split
     from .goodnet import GoodNet, save_goodnet
     from .metrics import accuracy, predict
-    from .models import load_model
+    from .modelfile import load_model
 
     paths = [Path(p) for p in args.inputs]
     if not paths and not args.save:

@@ -71,7 +71,7 @@ def check_course_files(lab: data.Lab) -> None:
     if missing:
         raise LabError(f"{', '.join(str(p) for p in missing)}: {len(missing)} of the course's "
                        f"{len(COURSE_FILES)} files missing; download them from the course's shared "
-                       "drive folder (see the README, 'Using the course's data') and put "
+                       "drive folder (see docs/course-data.md) and put "
                        + ", ".join(f"{p.name} in {p.parent}/" for p in missing))
 
 

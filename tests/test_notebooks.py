@@ -145,7 +145,7 @@ def test_real_data_path_with_the_lab3_weights(real, tmp_path):
     papermill(ROOT / "notebooks" / "02_prune.ipynb", tmp_path / "out.ipynb", tmp_path / "notebooks",
               ("dataset", "lab"), ("drop", 4), env={"LABKIT_HOME": str(tmp_path)})
     info = json.loads((tmp_path / "models" / "repaired" / "repaired_4.json").read_text())
-    assert info["source_sha256"] == labkit.models.file_sha256(tmp_path / "models" / "bd_net.h5")
+    assert info["source_sha256"] == labkit.files.file_sha256(tmp_path / "models" / "bd_net.h5")
 
 
 def test_02_order_parameter_and_03_uses_only_what_02_saved(demo_lab, tmp_path):
