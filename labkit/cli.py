@@ -13,6 +13,7 @@ import traceback
 import warnings
 from fractions import Fraction
 
+from .colab import INSTRUCTOR_HINT
 from .errors import REPORT_BUGS, LabError, escape, one_line
 from .quiet import import_tensorflow_quietly
 
@@ -387,15 +388,18 @@ def _add_student(sub) -> None:
                        description="Write the notebooks with every solution region replaced by "
                                    "'raise NotImplementedError()', hidden tests and instructor-only "
                                    "cells removed and outputs cleared, using nbgrader's "
-                                   "preprocessors (pip install 'labkit[instructor]').")
+                                   f"preprocessors ({INSTRUCTOR_HINT}).")
     p.add_argument("out", metavar="OUT_DIR", help="a folder that does not exist yet, or is empty")
+    p.add_argument("--install", metavar="SPEC",
+                   help="what the setup cells install in Colab: a git URL (git+https://...), "
+                        "a wheel URL or a path in /content/drive (default: unset, the cell says so)")
     p.set_defaults(run=_student)
 
 
 def _student(args) -> int:
     from .student import write_student_edition
 
-    for path in write_student_edition(args.out):
+    for path in write_student_edition(args.out, install=args.install):
         print(f"wrote {path}")
     return 0
 

@@ -21,6 +21,7 @@ from .errors import LabError, one_line
 from .files import atomic_path, check_input
 from .modelfile import baked_scale, check_config, check_zip
 from .models import LAB_LAYERS, RAW, Net, lab_model
+from .portable import save_portable
 
 MAX_CONFIG_BYTES = 1 << 20  # a GoodNet's config.json is about 30 kB
 PARTS = ("badnet", "repaired")  # the names of B and B' inside the saved G
@@ -96,7 +97,7 @@ def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Pat
         raise LabError(f"{path}: save a GoodNet as .keras (one Keras model the course's grader opens)")
     with atomic_path(path, protect) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keras_goodnet(goodnet).save(tmp)
+        save_portable(keras_goodnet(goodnet), tmp)
     return path
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from .data import BATCH, IMAGE_SHAPE
 from .errors import LabError
 from .files import atomic_path
+from .portable import save_portable
 
 # The lab's layers, in order; the pruning defense works on conv_3 and pool_3.
 LAB_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3",
@@ -131,7 +132,7 @@ def save_model(net: Net, path: Path | str, protect: tuple = ()) -> Path:
 def _save(net: Net, tmp: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lab_model(net.model, net.scale).save(tmp)
+        save_portable(lab_model(net.model, net.scale), tmp)
 
 
 def copy_net(net: Net, name: str | None = None) -> Net:
