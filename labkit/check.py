@@ -9,8 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import prune as method
-from .models import Net
-from .prune import CONV, POOL, feature_fn
+from .cache import feature_fn, features
+from .finetune import split_faces as lab_split
+from .head import Head, masking_problem
+from .metrics import accuracy, clean_accuracy
+from .models import CONV, POOL, Net
 
 
 class Verdict(str):
@@ -173,11 +176,6 @@ def first_steps(badnet: Net, lab, k: int, order="increasing") -> np.ndarray:
     """Validation accuracy (%) of B with 0..k-1 channels pruned along `order` (a name such as
     "increasing", or the channel numbers): only those k steps, from the run's stored `pool_3`
     (`labkit.cache`), or by running each pruned B if B cannot be masked."""
-    from .cache import features
-    from .head import Head
-    from .metrics import accuracy, clean_accuracy
-    from .sweep import masking_problem
-
     if masking_problem(badnet):
         chosen = (method.pruning_order(method.mean_activations(badnet, lab.valid), order)
                   if isinstance(order, str) else np.asarray(order))
@@ -198,8 +196,6 @@ def pruning_loop(accuracies, badnet: Net, lab, order=None) -> Verdict:
     """Task: validation accuracy (%) of B with 0, 1, 2, ... channels pruned along `order`, the
     student's own pruning order (Task 2), so that a wrong order is counted once, in that task;
     without it, or when it is not each channel once, along the lab's increasing order."""
-    from .metrics import clean_accuracy
-
     got = np.asarray(accuracies, np.float64)
     k, n = len(got), badnet.model.get_layer(CONV).get_weights()[1].shape[0]
     own = _channel_order(order, n)
@@ -257,8 +253,6 @@ def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
 def split_faces(fn, watch_share: float = 0.2) -> Verdict:
     """Task: `fn(x, y, watch_share, seed)` -> ((x, y) to train on, (x, y) to watch): every face in
     exactly one part with its own label, at random, the same parts for the same seed."""
-    from .finetune import split_faces as lab_split
-
     n = 50
     x, y = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3), np.arange(n) // 5  # sorted by person
     face = lambda images: images[:, 0, 0].astype(np.int64) // 6  # noqa: E731 (which face it is)

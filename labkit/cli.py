@@ -13,6 +13,7 @@ import traceback
 import warnings
 from fractions import Fraction
 
+from .colab import INSTRUCTOR_HINT
 from .errors import REPORT_BUGS, LabError, escape, one_line
 from .quiet import import_tensorflow_quietly
 
@@ -52,7 +53,7 @@ def _eval(args) -> int:
     from .data import Split
     from .goodnet import is_goodnet, load_goodnet
     from .metrics import evaluate, report_lines, table_lines
-    from .models import load_model
+    from .modelfile import load_model
 
     if is_goodnet(args.model):
         net = load_goodnet(args.model, trust=args.trust)
@@ -152,17 +153,16 @@ def _add_prune(sub) -> None:
 
 
 def _prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
-    from .models import load_model
+    from .head import masking_problem
+    from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .sweep import masking_problem, sweep
+    from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
     check_outputs([out / "sweep.csv", *(out / f"repaired_{drop_text(x)}{ext}"
                                         for x in drops for ext in (".h5", ".json"))], inputs)
@@ -228,17 +228,15 @@ def _add_fine_prune(sub) -> None:
 
 
 def _fine_prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
-    from .models import load_model
+    from .modelfile import load_model
     from .prune import check_drop
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
     check_settings(args.epochs, args.lr, args.batch_size)
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = (args.model, args.valid)
     check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
@@ -283,7 +281,7 @@ def _goodnet(args) -> int:
     from .data import Split
     from .goodnet import GoodNet, save_goodnet
     from .metrics import accuracy, predict
-    from .models import load_model
+    from .modelfile import load_model
 
     paths = [Path(p) for p in args.inputs]
     if not paths and not args.save:
@@ -390,15 +388,18 @@ def _add_student(sub) -> None:
                        description="Write the notebooks with every solution region replaced by "
                                    "'raise NotImplementedError()', hidden tests and instructor-only "
                                    "cells removed and outputs cleared, using nbgrader's "
-                                   "preprocessors (pip install 'labkit[instructor]').")
+                                   f"preprocessors ({INSTRUCTOR_HINT}).")
     p.add_argument("out", metavar="OUT_DIR", help="a folder that does not exist yet, or is empty")
+    p.add_argument("--install", metavar="SPEC",
+                   help="what the setup cells install in Colab: a git URL (git+https://...), "
+                        "a wheel URL or a path in /content/drive (default: unset, the cell says so)")
     p.set_defaults(run=_student)
 
 
 def _student(args) -> int:
     from .student import write_student_edition
 
-    for path in write_student_edition(args.out):
+    for path in write_student_edition(args.out, install=args.install):
         print(f"wrote {path}")
     return 0
 
@@ -458,6 +459,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 MODEL = "model file"  # in a command's `given`: the argument names a model, not a data file
+
+
+def out_dir(args):
+    """Where `prune` and `fine-prune` write: --out, else the folder 'repaired' beside MODEL."""
+    from pathlib import Path
+
+    return Path(args.out) if args.out else Path(args.model).parent / "repaired"
 
 
 def check_given(args) -> None:
