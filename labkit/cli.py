@@ -405,14 +405,14 @@ def _student(args) -> int:
 
 
 def _add_course(sub) -> None:
+    from .colab import INSTRUCTOR_HINT
     from .course import ASSIGNMENT
 
     p = sub.add_parser("course", help="write an nbgrader course folder to grade the notebooks (instructors)",
                        description="Write a ready nbgrader course folder: nbgrader_config.py, the "
                                    "reference notebooks in source/ASSIGNMENT/ and a README with "
                                    "nbgrader's commands in order (generate_assignment, autograde, "
-                                   "generate_feedback, export). Needs nbgrader "
-                                   "(pip install 'labkit[instructor]').")
+                                   f"generate_feedback, export). Needs nbgrader: {INSTRUCTOR_HINT}.")
     p.add_argument("out", metavar="DIR", help="a folder that does not exist yet, or is empty")
     p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
                    help="what the notebooks run on when nbgrader grades them: demo (built "
@@ -424,6 +424,9 @@ def _add_course(sub) -> None:
                    help=f"the assignment's name in nbgrader (default: {ASSIGNMENT})")
     p.add_argument("--notebooks", metavar="NN", nargs="+", default=None,
                    help="only these notebooks, e.g. 02 03 (default: all of 01..05)")
+    p.add_argument("--install", metavar="SPEC",
+                   help="what the setup cells install in Colab, as for `labkit student` "
+                        "(default: left unset, as in the reference notebooks)")
     p.set_defaults(run=_course)
 
 
@@ -432,7 +435,8 @@ def _course(args) -> int:
 
     if args.data and args.dataset != "lab":
         raise LabError("--data names the course's files: use it with --dataset lab")
-    written = write_course(args.out, args.dataset, args.assignment, args.notebooks, args.data)
+    written = write_course(args.out, args.dataset, args.assignment, args.notebooks, args.data,
+                           args.install)
     for path in written:
         print(escape(f"wrote {path}"))
     print(escape(f"Next: cd {args.out} and follow README.md (nbgrader generate_assignment "

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from . import data
 from .errors import LabError
+from .colab import INSTRUCTOR_HINT, check_install_source
 from .notebook import COURSE_FILES, check_course_files
-from .student import INSTALL_HINT, INSTRUCTOR_TAG
+from .student import INSTRUCTOR_TAG, set_install_source
 
 COURSE_ID = "labkit"
 ASSIGNMENT = "lab3"
@@ -110,23 +111,27 @@ def _with_dataset(nb, dataset: str, path: Path):
 
 
 def write_course(out_dir: Path | str, dataset: str = "demo", assignment: str = ASSIGNMENT,
-                 names: list[str] | None = None, course_files: Path | str | None = None) -> list[Path]:
+                 names: list[str] | None = None, course_files: Path | str | None = None,
+                 install: str | None = None) -> list[Path]:
     """Write the course folder `out_dir` (new or empty), all of it or nothing; return its files.
 
     `course_files` (dataset "lab"): the folder holding data/cl, data/bd and models/bd_net.h5
     (default: the project's); they are linked into out_dir/lab, never copied or changed.
+    `install`: what the notebooks' setup cells install in Colab (as `labkit student --install`).
     """
     import nbformat
 
     try:
         import nbgrader  # noqa: F401 (the course is graded with it)
     except ImportError:
-        raise LabError(f"the course is graded with nbgrader, which is not installed: {INSTALL_HINT}") from None
+        raise LabError(f"the course is graded with nbgrader, which is not installed: {INSTRUCTOR_HINT}") from None
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LabError(f"{out}: the course goes to a new or empty folder; choose another")
     if dataset not in TIMEOUT:
         raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
+    if install is not None:
+        check_install_source(install)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", assignment):
         raise LabError(f"assignment {assignment!r}: use letters, digits, '-' and '_' (it names folders)")
     paths = notebooks(names)
@@ -136,6 +141,9 @@ def write_course(out_dir: Path | str, dataset: str = "demo", assignment: str = A
         check_course_files(given)
         sources = [given.root / rel for rel in COURSE_FILES]
     books = {p.name: _with_dataset(nbformat.read(p, as_version=4), dataset, p) for p in paths}
+    for name, nb in books.items():
+        if install is not None:
+            set_install_source(nb, install, name)
     where = ("demo lab, built in lab/ by the first notebook nbgrader runs" if dataset == "demo" else
              f"course's files in {given.root}, linked into lab/")
     out.parent.mkdir(parents=True, exist_ok=True)

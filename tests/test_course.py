@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from labkit import cli
+from labkit.colab import INSTRUCTOR_HINT, setup_line
 from labkit.course import TIMEOUT
 from labkit.errors import LabError
 from labkit.notebook import COURSE_FILES
@@ -126,14 +127,15 @@ def test_refusals_leave_nothing(tmp_path, monkeypatch, capsys):
     for options, message in ((["--notebooks", "07"], "no such notebook"),
                              (["--assignment", "lab 3"], "letters, digits"),
                              (["--dataset", "lab", "--data", tmp_path / "none"], "5 of the course's 5 files missing"),
-                             (["--data", tmp_path], "use it with --dataset lab")):
+                             (["--data", tmp_path], "use it with --dataset lab"),
+                             (["--install", "a b"], "one pip argument")):
         assert cli.main(["course", str(tmp_path / "new"), *map(str, options)]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["old"]  # no temporary folder left either
     monkeypatch.setitem(sys.modules, "nbgrader", None)  # import fails as if absent
     assert cli.main(["course", str(tmp_path / "new")]) == 2
-    assert "pip install 'labkit[instructor]'" in capsys.readouterr().err
+    assert INSTRUCTOR_HINT in capsys.readouterr().err
 
 
 def test_on_the_courses_files_they_are_linked_not_copied(tmp_path, monkeypatch):
@@ -153,7 +155,10 @@ def test_on_the_courses_files_they_are_linked_not_copied(tmp_path, monkeypatch):
     config = (course / "nbgrader_config.py").read_text()
     assert f"c.Execute.timeout = {TIMEOUT['lab']}" in config and TIMEOUT["lab"] > TIMEOUT["demo"]
     # the options: which notebooks, the assignment's name
-    other = make(tmp_path / "other", "--notebooks", "02", "03", "--assignment", "backdoor")
+    other = make(tmp_path / "other", "--notebooks", "02", "03", "--assignment", "backdoor",
+                 "--install", "git+https://example.org/labkit.git")
+    setup = nbformat.read(other / "source" / "backdoor" / "02_prune.ipynb", as_version=4).cells[1].source
+    assert setup_line("git+https://example.org/labkit.git") in setup
     assert sorted(p.name for p in (other / "source" / "backdoor").iterdir()) == ["02_prune.ipynb", "03_goodnet.ipynb"]
     assert "nbgrader autograde backdoor" in readme_commands(other)
     assert "source/backdoor/" in (other / "nbgrader_config.py").read_text()
