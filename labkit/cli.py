@@ -405,7 +405,6 @@ def _student(args) -> int:
 
 
 def _add_course(sub) -> None:
-    from .colab import INSTRUCTOR_HINT
     from .course import ASSIGNMENT
 
     p = sub.add_parser("course", help="write an nbgrader course folder to grade the notebooks (instructors)",
@@ -419,7 +418,7 @@ def _add_course(sub) -> None:
                         "offline) or lab (the course's files, see --data) (default: demo)")
     p.add_argument("--data", metavar="FOLDER", default=None,
                    help="with --dataset lab: the folder holding data/cl, data/bd and "
-                        "models/bd_net.h5, linked into DIR/lab (default: this labkit checkout)")
+                        "models/bd_net.h5, linked into DIR/lab (default: the labkit folder you are in)")
     p.add_argument("--assignment", default=ASSIGNMENT,
                    help=f"the assignment's name in nbgrader (default: {ASSIGNMENT})")
     p.add_argument("--notebooks", metavar="NN", nargs="+", default=None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import textwrap
 from pathlib import Path
 
 from . import data
@@ -49,9 +50,7 @@ c.TagRemovePreprocessor.remove_cell_tags = {{{tag!r}}}
 README = '''\
 # {assignment}: grading the lab's notebooks with nbgrader
 
-Written by `labkit course`. The notebooks ({names}) run on the {where} when nbgrader runs them
-(`LABKIT_HOME` is set in `nbgrader_config.py`); each task's check cell is worth its points, and
-its hidden test fails when the check's verdict is not correct. Run every command in this folder.
+{intro}
 
 1. Make the student version: `release/{assignment}/`, every task `raise NotImplementedError()`,
    the check cells locked (nbgrader's checksums), no solution and no hidden test.
@@ -158,8 +157,11 @@ def write_course(out_dir: Path | str, dataset: str = "demo", assignment: str = A
         (tmp / "nbgrader_config.py").write_text(CONFIG.format(
             course=COURSE_ID, assignment=assignment, dataset=dataset, lab=LAB,
             timeout=TIMEOUT[dataset], tag=INSTRUCTOR_TAG))
-        (tmp / "README.md").write_text(README.format(
-            assignment=assignment, names=", ".join(books), where=where))
+        intro = (f"Written by `labkit course`. When nbgrader runs the notebooks ({', '.join(books)}), "
+                 f"they use the {where} (`LABKIT_HOME`, set in `nbgrader_config.py`). Each task's "
+                 "check cell is worth its points; its hidden test fails when the check's verdict is "
+                 "not correct. Run every command in this folder.")
+        (tmp / "README.md").write_text(README.format(assignment=assignment, intro=textwrap.fill(intro, 96)))
         written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
         if out.exists():
             out.rmdir()  # empty, checked above
