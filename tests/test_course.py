@@ -165,7 +165,8 @@ def test_on_the_courses_files_they_are_linked_not_copied(tmp_path, monkeypatch):
 
 
 def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
-    """From an empty folder: `labkit course`, then the README's commands in order, four students (a right, b one mistake, c and d an edited check cell)."""
+    """From an empty folder: `labkit course`, then the README's commands in order, for four
+    students: a right, b one mistake, c right with an edited check cell, d b's mistake behind one."""
     start = time.monotonic()
     monkeypatch.chdir(tmp_path)  # a new user's empty folder
     course = make(Path("course"), "--notebooks", "02").resolve()
@@ -201,7 +202,7 @@ def test_the_instructors_whole_cycle(tmp_path, monkeypatch):
                     if c.metadata.get("nbgrader", {}).get("grade_id") == "check_pruning_loop")
     assert cell.source == original.source and "assert True" not in cell.source
     assert "✓ correct: 6 steps along your channel_order" in "".join(o.get("text", "") for o in cell.outputs)
-    assert "Attribute 'checksum' for cell check_pruning_loop has changed!" in out[0]
+    assert "Attribute 'checksum' for cell check_pruning_loop has changed!" in out[0]  # as the README says
     assert (course / "lab" / "data" / "demo").is_dir()  # LABKIT_HOME of nbgrader's kernels: course/lab
     assert total["c"] == total["a"]  # c's answers are right: the edit neither helped nor hurt
     assert scores["d"] == scores["b"]  # an edited check cell does not hide a wrong answer
