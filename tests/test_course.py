@@ -17,7 +17,6 @@ import pytest
 from labkit import cli
 from labkit.colab import INSTRUCTOR_HINT, setup_line
 from labkit.course import TIMEOUT
-from labkit.errors import LabError
 from labkit.notebook import COURSE_FILES
 
 from conftest import ROOT
