@@ -401,6 +401,9 @@ def _student(args) -> int:
 
     for path in write_student_edition(args.out, install=args.install):
         print(f"wrote {path}")
+    if args.install is None:
+        print("note: in Colab these notebooks install nothing until their setup cell's `source` is set: "
+              "make it again into an empty folder with --install SPEC (docs/colab.md)")
     return 0
 
 

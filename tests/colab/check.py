@@ -31,7 +31,7 @@ ROOT = HERE.parents[1]
 VENV = HERE / ".venv"
 BIN = VENV / "bin"
 # What installing labkit adds to Colab's runtime: labkit and the packages Colab does not ship
-ADDED = {"labkit-backdoor", "papermill", "fpdf2", "tenacity", "click"}
+ADDED = {"labkit-backdoor", "papermill", "fpdf2"}
 sys.path.insert(0, str(ROOT))
 
 
@@ -70,7 +70,7 @@ def python313() -> str:
 def build_venv(work: Path) -> None:
     shutil.rmtree(VENV, ignore_errors=True)
     run(python313(), "-m", "venv", VENV)
-    run(BIN / "pip", "install", "-q", "-r", HERE / "pins.txt")
+    run(BIN / "pip", "install", "-q", "--no-compile", "-r", HERE / "pins.txt")  # .pyc as imported
 
 
 def build_wheel(work: Path) -> Path:
