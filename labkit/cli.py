@@ -12,9 +12,11 @@ import sys
 import traceback
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 from .colab import INSTRUCTOR_HINT
-from .errors import REPORT_BUGS, LabError, escape, one_line
+from .errors import REPORT_BUGS, LabError, check_whole, escape, one_line
+from .files import project_lock
 from .quiet import import_tensorflow_quietly
 
 
@@ -116,12 +118,20 @@ def _add_demo(sub) -> None:
     p.add_argument("--retrain", default=None, metavar="DIR",
                    help="train the three demo BadNets with labkit's recipes and write them to DIR "
                         "(about 10 minutes on 2 CPU cores); never over the shipped files")
-    p.set_defaults(run=_demo)
+    p.set_defaults(run=_demo, writes=_demo_writes)
+
+
+def _demo_writes(args) -> Path:
+    """A file in the folder `labkit demo` writes: DIR of --retrain, else the project's data/."""
+    from .data import project_root
+
+    return Path(args.retrain) / "x" if args.retrain else Path(args.root or project_root()) / "data" / "x"
 
 
 def _demo(args) -> int:
     from . import demo
 
+    check_whole(args.seed, "seed", 0, MAX_SEED)
     if args.retrain:
         demo.retrain(args.retrain, seed=args.seed, force=args.force)
     else:
@@ -148,8 +158,9 @@ def _add_prune(sub) -> None:
                    help="folder for repaired_X.h5, repaired_X.json and sweep.csv "
                         "(default: 'repaired' beside MODEL)")
     add_model_options(p)
-    p.set_defaults(run=_prune, given={"model": MODEL, "valid": "clean validation file",
-                                      "poisoned": "poisoned validation file"})
+    p.set_defaults(run=_prune, writes=lambda args: out_dir(args) / "sweep.csv",
+                   given={"model": MODEL, "valid": "clean validation file",
+                          "poisoned": "poisoned validation file"})
 
 
 def _prune(args) -> int:
@@ -165,7 +176,8 @@ def _prune(args) -> int:
     out = out_dir(args)
     inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
     check_outputs([out / "sweep.csv", *(out / f"repaired_{drop_text(x)}{ext}"
-                                        for x in drops for ext in (".h5", ".json"))], inputs)
+                                        for x in drops for ext in (".h5", ".json"))], inputs,
+                  within=None if args.out else Path(args.model).parent)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     bd_valid = (Split(args.poisoned, poisoned=True, description="poisoned validation file given")
@@ -224,7 +236,13 @@ def _add_fine_prune(sub) -> None:
                    help="folder for the model and its JSON (default: 'repaired' beside MODEL)")
     p.add_argument("--force", action="store_true", help="replace the files of an earlier run")
     add_model_options(p)
-    p.set_defaults(run=_fine_prune, given={"model": MODEL, "valid": "clean validation file"})
+    p.set_defaults(run=_fine_prune, writes=lambda args: out_dir(args) / "fine_tuned.h5",
+                   given={"model": MODEL, "valid": "clean validation file"})
+
+
+def out_dir(args) -> Path:
+    """--out, or the folder 'repaired' beside the model."""
+    return Path(args.out) if args.out else Path(args.model).parent / "repaired"
 
 
 def _fine_prune(args) -> int:
@@ -236,9 +254,11 @@ def _fine_prune(args) -> int:
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
     check_settings(args.epochs, args.lr, args.batch_size)
+    check_whole(args.seed, "seed", 0, MAX_SEED)
     out = out_dir(args)
     inputs = (args.model, args.valid)
-    check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force)
+    check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force,
+                  within=None if args.out else Path(args.model).parent)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
     result = fine_prune(net, valid, drop, args.epochs, args.lr, args.batch_size, args.seed,
@@ -267,19 +287,19 @@ def _add_goodnet(sub) -> None:
                    help="write G as one Keras model that keras.models.load_model opens without "
                         "labkit (what the course's eval.py grades)")
     add_model_options(p)
-    p.set_defaults(run=_goodnet, given={"badnet": MODEL, "repaired": MODEL})
+    p.set_defaults(run=_goodnet, writes=lambda args: args.save,
+                   given={"badnet": MODEL, "repaired": MODEL})
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _goodnet(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from .data import Split
-    from .goodnet import GoodNet, save_goodnet
+    from .files import check_outputs
+    from .goodnet import GoodNet, check_save, save_goodnet
     from .metrics import accuracy, predict
     from .modelfile import load_model
 
@@ -289,6 +309,8 @@ def _goodnet(args) -> int:
     for path in paths:
         if path.suffix.lower() not in (".h5", ".hdf5", *IMAGE_SUFFIXES):
             raise LabError(f"{path}: give lab .h5 data files or PNG/JPEG face images")
+    if args.save:  # before the models are loaded
+        check_outputs([check_save(args.save)], protect=(args.badnet, args.repaired))
     goodnet = GoodNet(load_model(args.badnet, scale=args.scale, trust=args.trust),
                       load_model(args.repaired, scale=args.scale, trust=args.trust),
                       name=Path(args.save).stem if args.save else "goodnet")
@@ -350,7 +372,7 @@ def _add_bench(sub) -> None:
                                    "report times, ratios, memory and agreement as JSON.")
     p.add_argument("--small", action="store_true", help="10x fewer images, for a quick run")
     p.add_argument("--out", metavar="FILE.json", default=None, help="also write the JSON here")
-    p.set_defaults(run=_bench)
+    p.set_defaults(run=_bench, writes=lambda args: args.out)
 
 
 def _bench(args) -> int:
@@ -373,7 +395,7 @@ def _add_standin(sub) -> None:
                                    "classes; run it with LABKIT_HOME=DIR labkit run-all "
                                    "--dataset lab.")
     p.add_argument("out", metavar="DIR", help="the folder to write (not this checkout)")
-    p.set_defaults(run=_standin)
+    p.set_defaults(run=_standin, writes=lambda args: Path(args.out) / "data" / "x")
 
 
 def _standin(args) -> int:
@@ -393,7 +415,7 @@ def _add_student(sub) -> None:
     p.add_argument("--install", metavar="SPEC",
                    help="what the setup cells install in Colab: a git URL (git+https://...), "
                         "a wheel URL or a path in /content/drive (default: unset, the cell says so)")
-    p.set_defaults(run=_student)
+    p.set_defaults(run=_student, writes=lambda args: Path(args.out) / "x.ipynb")
 
 
 def _student(args) -> int:
@@ -464,6 +486,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are whole numbers from 0
 MODEL = "model file"  # in a command's `given`: the argument names a model, not a data file
 
 
@@ -491,6 +514,14 @@ def check_given(args) -> None:
             len(Split(path, description=what))  # opens it and checks the lab's layout
 
 
+def project_of(args):
+    """The project folder the command writes in (its data/, models/ or report/), or None."""
+    from . import files
+
+    target = args.writes(args) if getattr(args, "writes", None) else None
+    return files.project_of(target) if target else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; every failure a user can cause ends in one line and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -499,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         check_given(args)
         if args.tensorflow:  # only commands that run a network pay for TensorFlow's start-up
             import_tensorflow_quietly()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), project_lock(project_of(args), f"labkit {args.command}"):
             warnings.simplefilter("ignore")  # numpy's and TensorFlow's would add lines
             return args.run(args)
     except LabError as err:

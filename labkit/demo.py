@@ -79,6 +79,9 @@ def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = Fals
                        f"`labkit demo --retrain DIR --seed {seed}` and pass --models DIR")
     manifest = demo.data_dir / MANIFEST
     paths = {name: demo.split(name).path for name in LAB_FILES}
+    models_dir = demo.badnet_path.parent
+    check_outputs([manifest, *paths.values(), *(models_dir / f for f in DEMO_BADNETS.values())],
+                  within=demo.root)  # before any face is drawn
     if not force and built_with(demo) == wanted and all(p.is_file() for p in paths.values()):
         say(f"demo faces already drawn in {demo.data_dir} (seed {seed}): reusing them; "
             "`labkit demo --force` draws them again")
@@ -91,7 +94,7 @@ def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = Fals
         say(f"demo faces written: {demo.data_dir} ({num_classes} people, target class "
             f"{attack.TARGET})")
     if record is not None:
-        install_models(Path(models), demo.badnet_path.parent, say)
+        install_models(Path(models), models_dir, say)
     return demo
 
 

@@ -30,3 +30,11 @@ def one_line(err: BaseException) -> str:
     """The first line of an exception's message (library errors can run to pages)."""
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def check_whole(value, what: str, low: int, high: int) -> int:
+    """A whole number from `low` to `high` (a seed, a count of epochs), or a one-line LabError."""
+    whole = not isinstance(value, bool) and hasattr(value, "__index__")
+    if not (whole and low <= value.__index__() <= high):
+        raise LabError(f"{what} {value!r}: give a whole number from {low} to {high}")
+    return value.__index__()

@@ -74,7 +74,7 @@ import numpy as np
 
 from .attack import fold_inputs
 from .data import Split, require
-from .errors import LabError
+from .errors import LabError, check_whole
 from .files import file_sha256, write_json
 from .metrics import accuracy, predict
 from .models import Net, copy_net, save_model, zeroed_channels
@@ -83,6 +83,7 @@ from .prune import CONV, RULE, check_drop, drop_text, repair
 EPOCHS = 12  # passes over the training part (see the module's docstring for all defaults)
 LEARNING_RATE = 1.75e-2  # Adam's peak learning rate: reached after a warm-up epoch, then cosine to 0
 BATCH = 64  # training batch size
+MAX_EPOCHS, MAX_BATCH = 1000, 1 << 16  # more is a typing mistake, not a setting
 WARMUP = 1  # epochs over which the learning rate climbs from 0 to its peak
 FROZEN = ("conv_1", "conv_2")  # not trained: the first convolutions keep the edges and parts they find
 SHIFT = 2  # augmentation: each face shifted by up to this many pixels (edge pixels repeated)
@@ -133,10 +134,10 @@ def split_valid(valid: Split, watch_share: float = WATCH_SHARE, seed: int = SEED
 
 
 def check_settings(epochs, lr, batch_size=BATCH) -> None:
-    """Refuse epochs or a batch size that are not whole numbers >= 1, or a learning rate <= 0."""
-    for name, value in (("epochs", epochs), ("batch size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise LabError(f"{name} {value!r}: give a whole number of at least 1")
+    """Refuse epochs or a batch size that are not whole numbers from 1 to an absurd size, or a
+    learning rate outside (0, 1)."""
+    check_whole(epochs, "epochs", 1, MAX_EPOCHS)
+    check_whole(batch_size, "batch size", 1, MAX_BATCH)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
         raise LabError(f"learning rate {lr!r}: give a number above 0 and below 1 "
                        f"(default {LEARNING_RATE:g})")

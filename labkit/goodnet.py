@@ -92,12 +92,18 @@ def keras_goodnet(goodnet: GoodNet):
 
 def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Path:
     """Save G as one standard Keras model file `G.keras` (see `keras_goodnet`), atomically."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise LabError(f"{path}: save a GoodNet as .keras (one Keras model the course's grader opens)")
+    path = check_save(path)
     with atomic_path(path, protect) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         save_portable(keras_goodnet(goodnet), tmp)
+    return path
+
+
+def check_save(path: Path | str) -> Path:
+    """Where to save G: a name ending in .keras."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise LabError(f"{path}: save a GoodNet as .keras (one Keras model the course's grader opens)")
     return path
 
 

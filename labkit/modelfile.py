@@ -361,10 +361,32 @@ def _refuse_code(path: Path, config: dict, layers: list) -> None:
             bad.append(f"{layer['name']} ({cls})")
         elif not (act is None or isinstance(act, str)) or act not in SAFE_ACTIVATIONS:
             bad.append(f"{layer['name']} (activation {_short(act)})")
+    bad += [] if bad else _foreign(config)
     if bad:
         raise LabError(f"{path}: refused: the file asks for code labkit will not run: "
                        f"{', '.join(bad)}; load it with trust=True (--trust) only if you trust "
                        "where it came from")
+
+
+def _foreign(config, where: str = "model") -> list:
+    """Every object in a config (layer, initializer, constraint, activation, regularizer, at any
+    depth) whose `module` or `registered_name` is not Keras' own: Keras would import it."""
+    found = []
+    if isinstance(config, dict):
+        module, registered = config.get("module"), config.get("registered_name")
+        if isinstance(config.get("config"), dict) and isinstance(config["config"].get("name"), str):
+            where = config["config"]["name"]
+        if not (module is None or module == "keras" or
+                (isinstance(module, str) and module.startswith("keras."))):
+            found.append(f"{where} (module {_short(module)})")
+        elif registered not in (None, config.get("class_name")):
+            found.append(f"{where} (registered name {_short(registered)})")
+        for value in config.values():
+            found += _foreign(value, where)
+    elif isinstance(config, list):
+        for value in config:
+            found += _foreign(value, where)
+    return found
 
 
 def _signatures(config: dict) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import data
 from .errors import LabError
-from .files import write_json
+from .files import hold_project, write_json
 from .prune import ORDERS, check_drop
 
 # where Colab users keep the course's files; LABKIT_DRIVE replaces it only for the Colab check's fake Drive
@@ -30,12 +30,18 @@ def in_colab() -> bool:
 
 def start(dataset: str, drop: float | None = None, badnet: str = "course",
           order: str | None = None) -> data.Lab:
-    """Check the parameters and return the lab; the demo lab is built here if it is missing."""
+    """Check the parameters and return the lab; the demo lab is built here if it is missing.
+
+    The kernel holds the project's shared lock from here until it stops (`files.hold_project`):
+    notebooks and commands may run together, `labkit run-all` waits for none of them and is
+    refused while a kernel holds it (and a notebook is refused while run-all runs).
+    """
     lab = data.lab(dataset, badnet=badnet)
     if drop is not None:
         check_drop(drop)
     if order is not None and order not in ORDERS:
         raise LabError(f"order={order!r}: use 'increasing' (the method), 'decreasing' or 'random'")
+    hold_project(lab.root, f"a notebook's kernel (dataset={dataset!r})")
     if in_colab() and dataset == "lab":
         link_drive(lab)
     elif in_colab():

@@ -7,12 +7,13 @@ it out with the DejaVu fonts that matplotlib ships: no LaTeX, no browser).
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from .data import lab, project_root
 from .errors import LabError, one_line
-from .files import atomic_path, check_outputs
+from .files import LOCKED_BY, atomic_path, check_outputs, project_lock
 
 NOTEBOOKS = "[0-9][0-9]_*.ipynb"  # 01_evaluate.ipynb ... 05_beyond_pruning.ipynb, in this order
 
@@ -21,17 +22,25 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
     """Run notebooks 01..05 on `dataset`; return report/<dataset>/, which holds the results.
 
     The demo lab is built first if it is not there yet. Files of an earlier run of the same
-    dataset are removed first; nothing outside report/<dataset>/ is.
+    dataset are removed first; nothing outside report/<dataset>/ is. The project is locked for
+    the run (`files.project_lock`): while another run-all, a notebook's kernel or a command
+    writes there, this run is refused, and they are refused while it runs.
     """
-    from tqdm.auto import tqdm
-
     root = Path(root).resolve() if root is not None else project_root()
     out = lab(dataset, root).report_dir
     notebooks = sorted((root / "notebooks").glob(NOTEBOOKS))
     if not notebooks:
         raise LabError(f"{root / 'notebooks'}: no numbered notebooks (01_*.ipynb, ...) found; "
                        "run this in the labkit folder or set LABKIT_HOME to it")
-    check_outputs([out / "report.pdf", *(out / n.name for n in notebooks)])  # before anything is built
+    with project_lock(root, f"labkit run-all --dataset {dataset}", exclusive=True):
+        _run(notebooks, root, dataset, out, progress)
+    return out
+
+
+def _run(notebooks: list, root: Path, dataset: str, out: Path, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    check_outputs([out / "report.pdf", *(out / n.name for n in notebooks)], within=root)  # first
     if dataset == "lab":
         from .notebook import check_course_files
 
@@ -52,7 +61,6 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
             _write_html(executed, executed.with_suffix(".html"))
     if (out / "report.md").is_file():
         write_pdf(out / "report.md", out / "report.pdf")
-    return out
 
 
 def durations(out: Path) -> dict:
@@ -90,7 +98,7 @@ def _kernel_manager(root: Path):
 
     The name "python3" can point to another environment's Python (a kernel installed with
     --user); the notebooks must run with the labkit of the caller. LABKIT_HOME tells the
-    kernel which project folder to use.
+    kernel which project folder to use, LOCKED_BY that its parent holds the project's lock.
     """
     from ipykernel.kernelspec import get_kernel_dict
     from jupyter_client.kernelspec import KernelSpec
@@ -99,7 +107,8 @@ def _kernel_manager(root: Path):
     # the kernel's own log (start-up warnings) would break into the progress bar; the
     # notebooks' output and errors go to the executed notebook, not there
     quiet = ["--IPKernelApp.log_level=ERROR"]
-    spec = KernelSpec(**get_kernel_dict(extra_arguments=quiet), env={"LABKIT_HOME": str(root)})
+    spec = KernelSpec(**get_kernel_dict(extra_arguments=quiet), env={"LABKIT_HOME": str(root),
+                                                                      LOCKED_BY: str(os.getpid())})
     return type("SameEnvKernelManager", (KernelManager,), {"kernel_spec": property(lambda _: spec)})
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import CHANNELS_FIRST, LAB_FILES, lab, project_root
 from .errors import LabError
-from .files import atomic_path
+from .files import atomic_path, check_outputs
 
 LAB_SIZES = {"valid": 11547, "bd_valid": 11547, "test": 12830, "bd_test": 12830}
 LAB_CLASSES = 1283
@@ -60,10 +60,11 @@ def make_standin(out: Path | str, sizes: dict = LAB_SIZES, progress: bool = True
     from .models import save_model
 
     out, here = Path(out).resolve(), project_root()
-    if out == here:
-        raise LabError(f"{out}: that is this checkout; give a folder of its own for the stand-in")
-    demo = build_demo(root=here, progress=progress)
+    if out.is_relative_to(here):
+        raise LabError(f"{out}: that is inside this checkout; give a folder of its own for the stand-in")
     target = lab("lab", out)
+    check_outputs([target.badnet_path, *(target.split(n).path for n in LAB_FILES)], within=out)
+    demo = build_demo(root=here, progress=progress)
     for name in LAB_FILES:
         repeat_split(demo.split(name).path, target.split(name).path, sizes[name])
     save_model(widen(load_model(demo.badnet_path)), target.badnet_path)

@@ -10,13 +10,12 @@ write), drops hidden tests and mark schemes, clears outputs and removes cells ta
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+from .colab import INSTALL_SOURCE, INSTRUCTOR_HINT, check_install_source, setup_line
 from .data import project_root
 from .errors import LabError
-from .colab import INSTALL_SOURCE, INSTRUCTOR_HINT, check_install_source, setup_line
+from .files import atomic_path, check_outputs, transaction
 
 INSTRUCTOR_TAG = "instructor"  # cells only the instructor's edition keeps
 
@@ -62,14 +61,15 @@ def write_student_edition(out_dir: Path | str, source: Path | str | None = None,
     paths = sorted(source.glob("*.ipynb"))
     if not paths:
         raise LabError(f"{source}: no notebooks here; run from a labkit checkout")
+    check_outputs([out / p.name for p in paths], protect=paths)
     steps = preprocessors()
-    with tempfile.TemporaryDirectory() as tmp:
+    with transaction():  # every notebook or none
         for path in paths:
             nb, resources = nbformat.read(path, as_version=4), {}
             for step in steps:
                 nb, resources = step.preprocess(nb, resources)
             if install is not None:
                 set_install_source(nb, install, path.name)
-            nbformat.write(nb, Path(tmp) / path.name)
-        out.mkdir(parents=True, exist_ok=True)
-        return [Path(shutil.copy2(Path(tmp) / p.name, out / p.name)) for p in paths]
+            with atomic_path(out / path.name) as tmp:
+                nbformat.write(nb, tmp)
+    return [out / p.name for p in paths]

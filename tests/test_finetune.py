@@ -149,7 +149,9 @@ def args(lab, out, *extra):
 @pytest.mark.parametrize("extra, expect", [
     (["--drop", "150"], "drop=150.0: give the allowed fall"),
     (["--drop", "-1"], "drop=-1.0: give the allowed fall"),
-    (["--epochs", "0"], "epochs 0: give a whole number of at least 1"),
+    (["--epochs", "0"], "epochs 0: give a whole number from 1 to 1000"),
+    (["--epochs", "100000000"], "epochs 100000000: give a whole number from 1 to 1000"),
+    (["--seed", "-1"], "seed -1: give a whole number from 0 to"),
     (["--lr", "0"], "learning rate 0.0: give a number above 0"),
     (["--lr", "nan"], "learning rate nan: give a number above 0"),
     (["--batch-size", "0"], "batch size 0: give a whole number"),

@@ -239,3 +239,21 @@ def test_other_input_size_is_refused_before_building(saved, tiny_lab, capsys):
 def test_the_real_models_still_load(real):
     for name in ("lab3_bd_weights.h5", "legacy_keras24_full_model.h5"):
         assert labkit.load_model(real / name).num_classes == 1283
+
+
+def test_a_layer_from_a_foreign_module_asks_for_code(saved, tiny_lab, capsys):
+    """Keras would import `subprocess` to find this Dense; the file is refused as code, not as damaged."""
+    path = edit_config(saved[".h5"], lambda c: layer(c, "fc_1").__setitem__("module", "subprocess"))
+    line = eval_refused(capsys, tiny_lab, path, "asks for code labkit will not run: fc_1 (module 'subprocess')")
+    assert "Could not locate" not in line
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("module", "os", "conv_2 (module 'os')"),
+    ("registered_name", "evil>GlorotUniform", "conv_2 (registered name 'evil>GlorotUniform')")])
+def test_a_nested_initializer_from_elsewhere_asks_for_code(saved, tiny_lab, capsys, key, value, expect):
+    with zipfile.ZipFile(saved[".keras"]) as z:
+        config = json.loads(z.read("config.json"))
+    layer(config, "conv_2")["config"]["kernel_initializer"][key] = value
+    path = replace_member(saved[".keras"], "config.json", json.dumps(config).encode())
+    eval_refused(capsys, tiny_lab, path, f"asks for code labkit will not run: {expect}")
