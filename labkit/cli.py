@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         print(f"labkit: internal error: this is a bug in labkit, not a problem with your files; "
-              f"please report it at {REPORT_BUGS} with the command you ran and the lines above",
+              f"please report it to {REPORT_BUGS} with the command you ran and the lines above",
               file=sys.stderr)
         return 1
 
