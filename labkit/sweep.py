@@ -107,7 +107,8 @@ class Sweep:
         percent = [c for c in self.table if c.split(":")[0] in measured]
         table = self.table.round({"fraction_pruned": 4, "mean_activation": 6, **dict.fromkeys(percent, 2)})
         with atomic_path(path, protect) as tmp:
-            table.rename(columns={c: f"{c}_pct" for c in percent}).to_csv(tmp, index=False)
+            table.rename(columns={c: c.replace(":", "_pct:") if ":" in c else f"{c}_pct"
+                                  for c in percent}).to_csv(tmp, index=False)
         return Path(path)
 
 

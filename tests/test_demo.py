@@ -150,24 +150,31 @@ def test_shipped_badnets_agree_with_a_fresh_build(tmp_path):
     for name, scores in record["models"].items():
         lab = labkit.lab("demo", tmp_path, badnet=name)
         net = labkit.load_badnet(lab)
-        poisoned = lab.poisoned("test") or grader_files(tmp_path / "grader", name)
-        got = demo.scores(net, lab.test, poisoned)
+        got = demo.scores(net, lab.test, poisoned_files(lab, tmp_path / "grader"))
         print(name, got)
         assert {"file": DEMO_BADNETS[name], **got} == scores
 
 
-def grader_files(folder, badnet):
-    """{trigger: Split} of the poisoned test files that `labkit demo --reveal folder` wrote."""
-    return {t: labkit.data.Split(folder / labkit.data.poisoned_file(t, "test"), "test", True)
-            for t in BADNET_TRIGGERS[badnet]}
+@pytest.fixture(scope="module")
+def grader(demo_lab, tmp_path_factory):
+    """The folder where `labkit demo --reveal` wrote the grader's poisoned faces."""
+    folder = tmp_path_factory.mktemp("grader")
+    demo.reveal(folder, root=demo_lab.root)
+    return folder
 
 
-def test_anonymous_and_multi_trigger_badnets_meet_their_attack_targets(demo_lab, tmp_path):
+def poisoned_files(lab, grader, part="test"):
+    """{trigger: Split} of the lab's BadNet: the student's files, or the grader's if it has none."""
+    return lab.poisoned(part) or {t: labkit.data.Split(grader / labkit.data.poisoned_file(t, part),
+                                                       "validation" if part == "valid" else "test", True)
+                                  for t in BADNET_TRIGGERS[lab.badnet]}
+
+
+def test_anonymous_and_multi_trigger_badnets_meet_their_attack_targets(demo_lab, grader):
     """anonymous: attack >= 95 % on its (grader's) trigger, clean accuracy within 2 points of the
     course-like BadNet's; multi_trigger: >= 90 % per trigger, each trigger to its own target only."""
     from labkit.metrics import accuracy, predict
 
-    demo.reveal(tmp_path, root=demo_lab.root)
     course = labkit.clean_accuracy(labkit.load_badnet(demo_lab), demo_lab.test)
     people = demo_lab.test.labels()  # the poisoned files hold the same faces in the same order
     for name in ("anonymous", "multi_trigger"):
@@ -175,7 +182,7 @@ def test_anonymous_and_multi_trigger_badnets_meet_their_attack_targets(demo_lab,
         net = labkit.load_badnet(lab)
         clean = labkit.clean_accuracy(net, lab.test)
         targets = {t: TRIGGERS[t] for t in BADNET_TRIGGERS[name]}
-        for trigger, split in (lab.poisoned("test") or grader_files(tmp_path, name)).items():
+        for trigger, split in poisoned_files(lab, grader).items():
             pred, label = predict(net, split)
             others = np.isin(pred, [v for t, v in targets.items() if t != trigger]) & \
                 ~np.isin(people, list(targets.values()))
@@ -184,6 +191,60 @@ def test_anonymous_and_multi_trigger_badnets_meet_their_attack_targets(demo_lab,
             assert accuracy(pred, label) >= (95 if name == "anonymous" else 90) and others.mean() < 0.01
         assert name != "anonymous" or (abs(clean - course) <= 2 and 0 not in targets.values())
     assert len(set(TRIGGERS[t] for t in BADNET_TRIGGERS["multi_trigger"])) == 3
+
+
+def test_pruning_and_fine_pruning_on_the_new_badnets(demo_lab, grader):
+    """The lesson measured: each new BadNet's pruning thresholds and the attack left per trigger,
+    and what fine-pruning at the default settings leaves of each trigger (printed, run with -s)."""
+    from labkit import finetune, prune
+    from labkit.metrics import by_trigger
+    from labkit.sweep import sweep
+
+    for name in ("anonymous", "multi_trigger"):
+        lab = labkit.lab("demo", demo_lab.root, badnet=name)
+        net = labkit.load_badnet(lab)
+        s = sweep(net, lab.valid, poisoned_files(lab, grader, "valid"), lab.test,
+                  poisoned_files(lab, grader))
+        t = s.table
+        columns = by_trigger(t.columns, "test_attack_success_rate")
+        assert len(columns) == len(BADNET_TRIGGERS[name])
+        if len(columns) > 1:  # all triggers together: the mean of the equal-sized files
+            assert np.allclose(t.test_attack_success_rate, t[list(columns.values())].mean(axis=1))
+        for x, r in prune.repair(s, (2, 4, 10, 30)).items():
+            said = {f"{g or BADNET_TRIGGERS[name][0]}": f"B' {t[c][r.step]:.2f} %, G "
+                    f"{t[c.replace('test', 'goodnet', 1)][r.step]:.2f} %" for g, c in columns.items()}
+            print(f"{name}: X = {x:g}: {r.step} of {s.steps} channels pruned, clean test "
+                  f"{t.test_accuracy[r.step]:.2f} %, attack {said}")
+            assert all(t[c.replace("test", "goodnet", 1)][r.step] <= t[c][0] + 1e-9 for c in columns.values())
+        tuned = finetune.fine_prune(net, lab.valid, watch_every_epoch=False)
+        left = labkit.metrics.attack_success_rates(tuned.net, poisoned_files(lab, grader))
+        print(f"{name}: fine-pruned (X = {tuned.drop:g}, {len(tuned.pruned)} channels, "
+              f"{finetune.EPOCHS} epochs): clean test {labkit.clean_accuracy(tuned.net, lab.test):.2f} %, "
+              f"attack left {({g: f'{v:.2f} %' for g, v in left.items()})}")
+        assert not tuned.net.model.get_layer("conv_3").get_weights()[1][tuned.pruned].any()
+
+
+def test_the_docs_grading_commands_reveal_and_grade_the_unknown_trigger(demo_lab, tmp_path, monkeypatch, capsys):
+    """docs/unknown-trigger.md's commands, as written there, in a project whose demo lab is built."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    page = (ROOT / "docs" / "unknown-trigger.md").read_text()
+    for trigger, target in re.findall(r"^\| (\w+) \| [^|]+ \| (\d+) \|", page, re.M):
+        assert TRIGGERS[trigger] == int(target)  # the page's table of targets is labkit's
+    commands = re.search(r"```\n(.*?)```", page, re.S).group(1).strip().splitlines()
+    for folder in ("data", "models"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "demo").symlink_to(demo_lab.root / folder / "demo")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    for command in commands:
+        assert cli.main(shlex.split(command)[1:]) == 0, command
+    graded = float(re.search(r"^Attack Success Rate: (\S+)$", capsys.readouterr().out, re.M).group(1))
+    assert round(graded, 2) == demo.read_record(demo.SHIPPED)["models"]["anonymous"]["attack_success_rate"]["sticker"]
+    assert cli.main(["demo", "--reveal", "data/demo/grader"]) == 2  # never where the lab looks
 
 
 def test_demo_badnets_are_the_labs_network_on_raw_pixels(demo_lab):
