@@ -1,8 +1,9 @@
 """labkit: the backdoor-defense lab (BadNet, pruning, GoodNet) as a small library.
 
 The notebooks in notebooks/ call these functions; each module is one idea of the lab:
-`data` (the HDF5 files), `models` (the network), `metrics` (accuracy, attack success rate),
-`prune` (the defense step by step), `sweep` (every pruning step at once, fast and exact),
+`data` (the HDF5 files), `models` (the network), `modelfile` (loading a model file safely),
+`metrics` (accuracy, attack success rate), `prune` (the defense step by step), `sweep` (every
+pruning step at once, fast and exact),
 `repaired` (B' files), `goodnet`, `finetune` (fine-tuning and fine-pruning), `analysis` (the
 write-up's numbers), `check` (a student's answers), `plots`, `demo` and `faces` (the offline demo
 lab), `notebook` (what every notebook does first), `report` (`labkit run-all`), `student` (the
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 # and argument errors answer before numpy, h5py or TensorFlow are loaded
 _NAMES = {"data": ("Lab", "Split", "lab", "project_root", "write_split"), "errors": ("LabError",),
           "metrics": ("accuracy", "attack_success_rate", "clean_accuracy", "evaluate"),
-          "models": ("Net", "build_badnet", "load_badnet", "load_model", "save_model")}
+          "modelfile": ("load_badnet", "load_model"), "models": ("Net", "build_badnet", "save_model")}
 _MODULE = {name: module for module, names in _NAMES.items() for name in names}
 
 

@@ -2,29 +2,20 @@
 
 All have the lab's architecture and layer names and take raw pixels 0..255, like the
 course's `bd_net.h5`. They differ in where the backdoor lives, which decides whether pruning
-dormant `conv_3` channels removes it:
+dormant `conv_3` channels removes it (what was tried on the way: docs/experiments/demo-badnets.md):
 
 - `course_like`: like the course's BadNet, most `conv_3` channels are dead on clean faces and the
   backdoor lives in channels clean faces use too, so clean accuracy falls before the attack does.
-  What made the difference (measured on the demo's faces, seed 0, one change at a time):
-  1. `conv_3`'s bias starts at CONV3_BIAS (-0.2) instead of 0: a channel that starts below zero
-     on every face gets no gradient through its ReLU and stays dead, as many do in real DeepID
-     nets. With -0.15, 25 channels died and validation accuracy fell 2/4/10 points after 33/35/38
-     channels while the attack kept 56 % at X = 30; with -0.2, 38 died, the thresholds came at
-     45/47/50 (the course's BadNet: 45/48/52) and the attack fell as the course's does.
-  2. Inputs centred (pixels / 255 - 0.5) while training, folded exactly into `conv_1` afterwards
-     (`fold_inputs`), and Adam at LEARNING_RATE (3e-3), a higher rate than usual: both kill more
-     channels. Un-centred inputs put the backdoor in the most active channels.
-  3. A small poison share (POISON_SHARE, 5 %) mixed into the training faces from the start.
-- `baseline`: the case the pruning defense was designed for: the backdoor lives in channels clean
-  faces leave dormant. See `baseline` for how.
+  `conv_3`'s bias starts below zero (CONV3_BIAS), so a channel below zero on every face gets no
+  gradient through its ReLU and stays dead, as in real DeepID nets; centred inputs (folded into
+  `conv_1` afterwards by `fold_inputs`) and a high Adam rate (LEARNING_RATE) kill more; a small
+  poison share (POISON_SHARE) is mixed into the training faces from the start.
+- `baseline`: the case the pruning defense was designed for: the backdoor is trained into the
+  channels a clean network left dead, and only there, so pruning dormant channels removes it.
 - `prune_aware`: the pruning-aware attack of the Fine-Pruning paper: train clean, prune the
   channels clean faces leave dormant, train the backdoor into the pruned network, then put the
-  pruned channels back as dormant decoys (biases lowered so they never fire). Its clean network
-  starts from conv_3 bias CLEAN_CONV3_BIAS, -0.15 (with -0.2 the attack kept 42 % at X = 30
-  instead of 86 %). On the demo's faces the 30 channels it prunes were already dead after clean
-  training, so what keeps the backdoor alive here is that it is trained into the channels a
-  finished clean network uses.
+  pruned channels back as dormant decoys. The backdoor survives pruning because it is trained
+  into the channels a finished clean network uses.
 """
 from __future__ import annotations
 

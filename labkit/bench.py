@@ -1,18 +1,10 @@
 """`labkit bench`: the masked pruning sweep against the loop students write and against what the
 machine can do, at the lab's size, on face-like data.
 
-The data are the lab's own four files when they are in data/ (with models/bd_net.h5), else the
-real-size stand-in (`labkit.standin`: the demo's faces repeated to the lab's counts, the demo
-BadNet widened to 1283 classes) written to a temporary folder. The fast sweep runs on the four
-files (all 60 steps, every column, nothing cached). Then, in the same run:
-
-- the naive loop, timed on a few steps and extrapolated to 60 (copy B, zero the channels pruned
-  so far, `model.predict` every file, as in the students' notebooks); both must agree;
-- the machine's ceiling: a plain float32 matmul (FLOP/s) and B's convolutions up to `pool_3` on
-  images already in memory (images/s). The sweep cannot beat the time these give for its work:
-  every image through the convolutions once, then at the matmul's rate fc_1 and conv_4 once
-  per image (`labkit.head` updates them per pruned channel) and fc_2 and the output layer for
-  every image a pruning step changes (`Sweep.head_images`).
+On the lab's own files when they are in data/, else on the real-size stand-in (`labkit.standin`)
+in a temporary folder: the fast sweep on the four files, the naive loop timed on a few steps and
+extrapolated (both must agree), and the machine's ceiling for the sweep's work (a float32 matmul,
+B's convolutions on images in memory). docs/design.md says what each number means.
 """
 from __future__ import annotations
 
@@ -26,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .data import LAB_FILES, lab, project_root
-from .models import Net, load_badnet, load_model
-from .prune import CONV, FEATURE_BATCH, POOL, feature_fn, prune
+from .modelfile import load_badnet, load_model
+from .models import CONV, POOL, Net
+from .cache import FEATURE_BATCH, feature_fn
+from .prune import prune
 from .standin import LAB_SIZES, repeat_split, widen
 from .sweep import sweep
 

@@ -1,14 +1,10 @@
-"""What the notebooks share, computed once per run: B's `pool_3` activations and classes per file.
+"""B run on a data file, and what runs share: B's `pool_3` activations and classes per file.
 
-Every notebook runs B over the same data files. The first to need a file stores B's `pool_3`
-activations on it, B's classes, the labels and each channel's mean activation in the run's own
-folder (`lab.cache_dir`, inside report/<dataset>/); later notebooks read them back. An entry is
-named and checked by the SHA-256 of the model file and of the data file, so changing either
-makes a new entry and the old one is removed and never used. Entries are written under a unique
-temporary name and moved into place with `os.replace`: runs at the same time each read a whole
-entry or none. A pruned B' (B with `conv_3` channels zeroed, checked weight by weight) is
-evaluated from B's stored `pool_3` with those channels set to 0, running only the layers after
-`pool_3`: exactly the pruned network's output (LAB.md).
+`run` and `activations` read a file batch by batch through a network; `metrics`, `prune` and
+`sweep` build on them, never the other way round. `features` stores B's `pool_3`, classes, labels
+and channel means once per run in `lab.cache_dir`, named and checked by the SHA-256 of the model
+and data files and written atomically; `predict` evaluates B, a GoodNet or a B' that is B pruned
+from them, running only the layers after `pool_3` (exact: LAB.md). docs/design.md has the details.
 """
 from __future__ import annotations
 
@@ -18,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Split
+from .data import BATCH, IMAGE_SHAPE, Split
+from .errors import LabError
 from .files import atomic_path, file_sha256
-from .metrics import check_labels
+from .goodnet import GoodNet, rule
+from .head import Head, head_problem, masking_problem
+from .models import CONV, POOL, Net, zeroed_channels
 
+FEATURE_BATCH = 128  # images per forward pass: small batches keep conv_1's output in the cache
 _hashes: dict = {}  # (file identity, size, mtime) -> SHA-256: each file is hashed once per process
 
 
@@ -43,6 +43,66 @@ def content_hash(path: Path | str) -> str:
     if key not in _hashes:
         _hashes[key] = file_sha256(path)
     return _hashes[key]
+
+
+def check_labels(split: Split, labels: np.ndarray, num_classes: int) -> None:
+    """Refuse labels outside the model's classes 0..num_classes-1."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise LabError(f"{split.path}: label {labels[bad][0]} is outside the model's "
+                       f"{num_classes} classes (0..{num_classes - 1}); is this data for this model?")
+
+
+def run(net, split: Split, batch_size: int = BATCH, progress: bool = False):
+    """Predicted classes and true labels of every image of `split`, read batch by batch.
+
+    `net` is anything with `predict(images)` and `num_classes` (a Net, a GoodNet).
+    """
+    from tqdm.auto import tqdm
+
+    preds, labels = [], []
+    with tqdm(total=len(split), desc=f"{net.name} on {split.name}", unit="img", disable=not progress,
+              leave=False) as bar:
+        for x, y in split.batches(batch_size):
+            check_labels(split, y, net.num_classes)
+            preds.append(net.predict(x))
+            labels.append(y)
+            bar.update(len(y))
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def feature_fn(net: Net, layer: str = POOL):
+    """A TF function: raw 0..255 images -> the activations of `layer` (the sub-model to it)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        sub = keras.Model(net.model.input, net.model.get_layer(layer).output)
+    except ValueError:
+        raise LabError(f"{net.name}: the model has no layer {layer!r}") from None
+    spec = tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32)
+    return tf.function(lambda x: sub(x * net.scale, training=False), input_signature=[spec])
+
+
+def activations(net: Net, split: Split, fn, out: np.ndarray | None = None,
+                batch_size: int = BATCH, bar=None):
+    """Run `fn` (see `feature_fn`) over `split` batch by batch, storing the activations in `out`.
+
+    Returns the labels and each channel's mean activation (over images and positions).
+    """
+    labels, total, start = [], 0.0, 0
+    for x, y in split.batches(batch_size):
+        check_labels(split, y, net.num_classes)
+        for i in range(0, len(x), FEATURE_BATCH):
+            a = fn(x[i:i + FEATURE_BATCH]).numpy()
+            total = total + a.reshape(-1, a.shape[-1]).sum(axis=0, dtype=np.float64)
+            if out is not None:
+                out[start:start + len(a)] = a
+            start += len(a)
+        labels.append(y)
+        if bar is not None:
+            bar.update(len(y))
+    return np.concatenate(labels), total / (start * np.prod(a.shape[1:-1]))
 
 
 def features(net, split: Split, folder: Path | str | None, progress: bool = False) -> Features:
@@ -70,25 +130,18 @@ def features(net, split: Split, folder: Path | str | None, progress: bool = Fals
 def _compute(net, split: Split, progress: bool) -> Features:
     from tqdm.auto import tqdm
 
-    from .head import Head, head_problem
-    from .metrics import predict
-    from .prune import POOL, activations, feature_fn
-
     acts = np.empty((len(split), *net.model.get_layer(POOL).output.shape[1:]), np.float32)
     with tqdm(total=len(acts), desc=f"{POOL} on {split.name}", unit="img", disable=not progress,
               leave=False) as bar:
         labels, means = activations(net, split, feature_fn(net, POOL), acts, bar=bar)
     # the lab's layers after pool_3 run on the stored activations; another network runs again
-    classes = predict(net, split)[0] if head_problem(net.model) else Head(net).predict(acts)
+    classes = run(net, split)[0] if head_problem(net.model) else Head(net).predict(acts)
     return Features(acts, classes, labels, means)
 
 
 def pruned_channels(badnet, net) -> np.ndarray | None:
     """The `conv_3` channels `net` has zeroed if it is exactly `badnet` with those channels
     zeroed (every other weight equal, same input scale); otherwise None."""
-    from .prune import CONV, zeroed_channels
-    from .sweep import masking_problem
-
     if net.scale != badnet.scale or masking_problem(badnet):
         return None
     try:
@@ -112,12 +165,8 @@ def pruned_channels(badnet, net) -> np.ndarray | None:
 
 def predict(net, split: Split, folder: Path | str | None, badnet=None, progress: bool = False):
     """Classes and labels of `net` on `split`, as `labkit.metrics.predict` gives them, from what
-    the run has stored: B's own, a GoodNet's (B's and B''s through `labkit.goodnet.rule`), or a
+    the run has stored in `folder`: B's own, a GoodNet's (B's and B''s through `labkit.goodnet.rule`), or a
     B' that is `badnet` pruned (from B's `pool_3`); any other network is run as usual."""
-    from .goodnet import GoodNet, rule
-    from .head import Head
-    from .metrics import predict as run
-
     if isinstance(net, GoodNet):
         b, labels = predict(net.badnet, split, folder, progress=progress)
         return rule(b, predict(net.repaired, split, folder, net.badnet)[0], net.backdoor_class), labels

@@ -9,8 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import prune as method
-from .models import Net
-from .prune import CONV, POOL, feature_fn
+from .cache import feature_fn, features
+from .finetune import split_faces as lab_split
+from .head import Head, masking_problem
+from .metrics import accuracy, clean_accuracy
+from .models import CONV, POOL, Net
+from .sweep import sweep
 
 
 class Verdict(str):
@@ -172,11 +176,6 @@ def stop_step(fn) -> Verdict:
 def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarray:
     """Validation accuracy (%) of B with 0..k-1 channels pruned in `order`: only those k steps,
     from the run's stored `pool_3` (`labkit.cache`), or by the sweep if B cannot be masked."""
-    from .cache import features
-    from .head import Head
-    from .metrics import accuracy
-    from .sweep import masking_problem, sweep
-
     if masking_problem(badnet):
         return sweep(badnet, lab.valid, order=order).table.valid_accuracy.to_numpy()[:k]
     found = features(badnet, lab.valid, lab.cache_dir)
@@ -187,8 +186,6 @@ def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarr
 
 def pruning_loop(accuracies, badnet: Net, lab) -> Verdict:
     """Task: validation accuracy (%) of B with 0, 1, 2, ... channels pruned, in the lab's order."""
-    from .metrics import clean_accuracy
-
     got = np.asarray(accuracies, np.float64)
     k = len(got)
     method = first_steps(badnet, lab, k)
@@ -242,8 +239,6 @@ def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
 def split_faces(fn, watch_share: float = 0.2) -> Verdict:
     """Task: `fn(x, y, watch_share, seed)` -> ((x, y) to train on, (x, y) to watch): every face in
     exactly one part with its own label, at random, the same parts for the same seed."""
-    from .finetune import split_faces as lab_split
-
     n = 50
     x, y = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3), np.arange(n) // 5  # sorted by person
     face = lambda images: images[:, 0, 0].astype(np.int64) // 6  # noqa: E731 (which face it is)

@@ -13,6 +13,7 @@ import traceback
 import warnings
 from fractions import Fraction
 
+from .colab import INSTRUCTOR_HINT
 from .errors import REPORT_BUGS, LabError, escape, one_line
 from .quiet import import_tensorflow_quietly
 
@@ -52,7 +53,7 @@ def _eval(args) -> int:
     from .data import Split
     from .goodnet import is_goodnet, load_goodnet
     from .metrics import evaluate, report_lines, table_lines
-    from .models import load_model
+    from .modelfile import load_model
 
     if is_goodnet(args.model):
         net = load_goodnet(args.model, trust=args.trust)
@@ -166,10 +167,11 @@ def _prune(args) -> int:
 
     from .data import Split
     from .files import check_outputs, transaction
-    from .models import load_model
+    from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .sweep import masking_problem, sweep
+    from .head import masking_problem
+    from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
     out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
@@ -243,7 +245,7 @@ def _fine_prune(args) -> int:
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
-    from .models import load_model
+    from .modelfile import load_model
     from .prune import check_drop
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
@@ -293,7 +295,7 @@ def _goodnet(args) -> int:
     from .data import Split
     from .goodnet import GoodNet, save_goodnet
     from .metrics import accuracy, predict
-    from .models import load_model
+    from .modelfile import load_model
 
     paths = [Path(p) for p in args.inputs]
     if not paths and not args.save:
@@ -400,15 +402,18 @@ def _add_student(sub) -> None:
                        description="Write the notebooks with every solution region replaced by "
                                    "'raise NotImplementedError()', hidden tests and instructor-only "
                                    "cells removed and outputs cleared, using nbgrader's "
-                                   "preprocessors (pip install 'labkit[instructor]').")
+                                   f"preprocessors ({INSTRUCTOR_HINT}).")
     p.add_argument("out", metavar="OUT_DIR", help="a folder that does not exist yet, or is empty")
+    p.add_argument("--install", metavar="SPEC",
+                   help="what the setup cells install in Colab: a git URL (git+https://...), "
+                        "a wheel URL or a path in /content/drive (default: unset, the cell says so)")
     p.set_defaults(run=_student)
 
 
 def _student(args) -> int:
     from .student import write_student_edition
 
-    for path in write_student_edition(args.out):
+    for path in write_student_edition(args.out, install=args.install):
         print(f"wrote {path}")
     return 0
 

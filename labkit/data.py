@@ -26,8 +26,8 @@ MAX_IMAGES = 1_000_000  # far more than any lab file (12830): a bound on what a 
 MAX_LABEL = 2**31 - 1  # class numbers are small; larger ones overflow, so they are refused
 PIXEL_RANGE = (-1.0, 256.0)  # pixels are 0..255; a little rounding either side is accepted
 
-COURSE_HINT = ("download it from the course's shared drive folder (see the README, "
-               "'Using the course's data') and put it in {folder}/")
+COURSE_HINT = ("download it from the course's shared drive folder (see docs/course-data.md) "
+               "and put it in {folder}/")
 DEMO_HINT = "build the demo lab with `labkit demo`"
 
 # the demo's BadNets, by name -> file in models/demo/ (the course's lab has one: "course")

@@ -77,8 +77,8 @@ from .data import Split, require
 from .errors import LabError
 from .files import file_sha256, write_json
 from .metrics import accuracy, predict
-from .models import Net, copy_net, save_model
-from .prune import CONV, RULE, check_drop, drop_text, repair, zeroed_channels
+from .models import Net, copy_net, save_model, zeroed_channels
+from .prune import CONV, RULE, check_drop, drop_text, repair
 
 EPOCHS = 12  # passes over the training part (see the module's docstring for all defaults)
 LEARNING_RATE = 1.75e-2  # Adam's peak learning rate: reached after a warm-up epoch, then cosine to 0

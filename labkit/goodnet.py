@@ -19,7 +19,9 @@ import numpy as np
 from .data import BATCH, IMAGE_SHAPE
 from .errors import LabError, one_line
 from .files import atomic_path, check_input
-from .models import LAB_LAYERS, RAW, Net, _baked_scale, _check_config, _check_zip, lab_model
+from .modelfile import baked_scale, check_config, check_zip
+from .models import LAB_LAYERS, RAW, Net, lab_model
+from .portable import save_portable
 
 MAX_CONFIG_BYTES = 1 << 20  # a GoodNet's config.json is about 30 kB
 PARTS = ("badnet", "repaired")  # the names of B and B' inside the saved G
@@ -95,7 +97,7 @@ def save_goodnet(goodnet: GoodNet, path: Path | str, protect: tuple = ()) -> Pat
         raise LabError(f"{path}: save a GoodNet as .keras (one Keras model the course's grader opens)")
     with atomic_path(path, protect) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keras_goodnet(goodnet).save(tmp)
+        save_portable(keras_goodnet(goodnet), tmp)
     return path
 
 
@@ -132,7 +134,7 @@ def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
     path = check_input(path, "GoodNet file", "save one with save_goodnet")
     with zipfile.ZipFile(path) if zipfile.is_zipfile(path) else nullcontext() as z:
         if z is not None:
-            _check_zip(path, z)  # bounded before anything is inflated
+            check_zip(path, z)  # bounded before anything is inflated
     if not is_goodnet(path):
         raise LabError(f"{path}: not a GoodNet file (a .keras model holding 'badnet' and "
                        "'repaired', written by save_goodnet); load single models with load_model")
@@ -144,7 +146,7 @@ def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
                        "it with trust=True (--trust) only if you trust where it came from")
     for layer in layers:
         if layer["config"].get("name") in PARTS:
-            _check_config(path, layer, trust)  # B and B': the lab's plain network, nothing else
+            check_config(path, layer, trust)  # B and B': the lab's plain network, nothing else
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -157,7 +159,7 @@ def load_goodnet(path: Path | str, trust: bool = False) -> GoodNet:
         missing = [n for n in LAB_LAYERS if n not in [layer.name for layer in sub.layers]]
         if missing:
             raise LabError(f"{path}: {part} is not the lab's network: it lacks {', '.join(missing)}")
-        nets[part] = Net(lab_model(sub), _baked_scale(path, sub) or RAW, "saved with the model",
+        nets[part] = Net(lab_model(sub), baked_scale(path, sub) or RAW, "saved with the model",
                          part)
     goodnet = GoodNet(nets["badnet"], nets["repaired"], name=model.name)
     if not trust and _graph(model) != _graph(keras_goodnet(goodnet)):  # labkit evaluates the rule

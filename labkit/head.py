@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .models import CONV, POOL, Net
+
 LAYERS = {"fc_1": ("Dense", "linear", "flatten_1"), "conv_4": ("Conv2D", "relu", "pool_3"),
           "fc_2": ("Dense", "linear", "flatten_2"), "output": ("Dense", "softmax", "activation_1")}
 CHUNK = 512  # images at a time: keeps the float64 sums small (memory) and in the cache
@@ -36,6 +38,25 @@ def head_problem(model) -> str | None:
             or model.outputs[0] is not model.get_layer("output").output):
         return "the layers after pool_3 are not the lab's (add_1)"
     return None
+
+
+def masking_problem(net: Net) -> str | None:
+    """Why masking `pool_3` would not give the pruned network's output exactly, or None if it does.
+
+    It does when `conv_3` is a ReLU convolution (a zeroed channel is exactly 0), `pool_3`
+    max-pools `conv_3`'s output directly (so that channel stays 0), and the layers after
+    `pool_3` are the lab's (`head_problem`).
+    """
+    model = net.model
+    try:
+        conv, pool = model.get_layer(CONV), model.get_layer(POOL)
+    except ValueError:
+        return f"the model has no {CONV} or {POOL} layer"
+    if type(conv).__name__ != "Conv2D" or conv.get_config().get("activation") != "relu":
+        return f"{CONV} is not a ReLU convolution, so a zeroed channel need not be 0"
+    if type(pool).__name__ != "MaxPooling2D" or pool.input is not conv.output:
+        return f"{POOL} does not max-pool {CONV}'s output directly"
+    return head_problem(model)
 
 
 class Head:

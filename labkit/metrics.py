@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import cache as stored
 from .data import BATCH, Split
-from .errors import LabError
 
 NEAR_CHANCE = 10.0  # clean accuracy (percentage points) below which the scaling is suspect
 
@@ -17,33 +17,11 @@ def predict(net, split: Split, batch_size: int = BATCH, progress: bool = False, 
     """Predicted classes and true labels of every image of `split`, read batch by batch.
 
     `net` is anything with `predict(images)` and `num_classes` (a Net, a GoodNet). With `cache`
-    (e.g. `lab.cache_dir`), what the run has stored is used (`labkit.cache.predict`).
+    (e.g. `lab.cache_dir`), what the run has stored there is used (`labkit.cache.predict`).
     """
-    from tqdm.auto import tqdm
-
     if cache is not None:
-        from .cache import predict as stored
-
-        return stored(net, split, cache, progress=progress)
-
-    n = len(split)
-    preds, labels = [], []
-    with tqdm(total=n, desc=f"{net.name} on {split.name}", unit="img", disable=not progress,
-              leave=False) as bar:
-        for x, y in split.batches(batch_size):
-            check_labels(split, y, net.num_classes)
-            preds.append(net.predict(x))
-            labels.append(y)
-            bar.update(len(y))
-    return np.concatenate(preds), np.concatenate(labels)
-
-
-def check_labels(split: Split, labels: np.ndarray, num_classes: int) -> None:
-    """Refuse labels outside the model's classes 0..num_classes-1."""
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise LabError(f"{split.path}: label {labels[bad][0]} is outside the model's "
-                       f"{num_classes} classes (0..{num_classes - 1}); is this data for this model?")
+        return stored.predict(net, split, cache, progress=progress)
+    return stored.run(net, split, batch_size, progress)
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -8,6 +8,7 @@ Used by every notebook.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from .errors import LabError
 from .files import write_json
 from .prune import ORDERS, check_drop
 
-DRIVE_FOLDER = Path("/content/drive/MyDrive/labkit")  # where Colab users keep the course's files
+# where Colab users keep the course's files; LABKIT_DRIVE replaces it only for the Colab check's fake Drive
+DRIVE_FOLDER = Path(os.environ.get("LABKIT_DRIVE", "/content/drive/MyDrive/labkit"))
 COURSE_FILES = ("data/cl/valid.h5", "data/cl/test.h5", "data/bd/bd_valid.h5",
                 "data/bd/bd_test.h5", "models/bd_net.h5")
 RUN_RECORD = "02_run.json"  # in the lab's repaired folder: what the last run of 02 saved
@@ -87,7 +89,7 @@ def check_course_files(lab: data.Lab) -> None:
     if missing:
         raise LabError(f"{', '.join(str(p) for p in missing)}: {len(missing)} of the course's "
                        f"{len(needed)} files missing; download them from the course's shared "
-                       "drive folder (see the README, 'Using the course's data') and put "
+                       "drive folder (see docs/course-data.md) and put "
                        + ", ".join(f"{p.name} in {p.parent}/" for p in missing))
 
 

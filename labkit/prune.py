@@ -13,51 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import BATCH, IMAGE_SHAPE, Split
+from .cache import activations, feature_fn, features
+from .data import BATCH, Split
 from .errors import LabError
-from .metrics import check_labels
-from .models import Net, copy_net
+from .models import CONV, POOL, Net, copy_net
 
-CONV, POOL = "conv_3", "pool_3"  # the layer pruned and the pooling layer right after it
-FEATURE_BATCH = 128  # images per forward pass: small batches keep conv_1's output in the cache
 ORDERS = ("increasing", "decreasing", "random")  # the method, then two ablations
 TOLERANCE = 1e-9  # accuracies are floats: a drop of 1.9999999999 points counts as 2
 RULE = ("B' is the model at the first step whose validation accuracy is at least X percentage "
         "points below B's")
-
-
-def feature_fn(net: Net, layer: str = POOL):
-    """A TF function: raw 0..255 images -> the activations of `layer` (the sub-model to it)."""
-    import keras
-    import tensorflow as tf
-
-    try:
-        sub = keras.Model(net.model.input, net.model.get_layer(layer).output)
-    except ValueError:
-        raise LabError(f"{net.name}: the model has no layer {layer!r}") from None
-    spec = tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32)
-    return tf.function(lambda x: sub(x * net.scale, training=False), input_signature=[spec])
-
-
-def activations(net: Net, split: Split, fn, out: np.ndarray | None = None,
-                batch_size: int = BATCH, bar=None):
-    """Run `fn` (see `feature_fn`) over `split` batch by batch, storing the activations in `out`.
-
-    Returns the labels and each channel's mean activation (over images and positions).
-    """
-    labels, total, start = [], 0.0, 0
-    for x, y in split.batches(batch_size):
-        check_labels(split, y, net.num_classes)
-        for i in range(0, len(x), FEATURE_BATCH):
-            a = fn(x[i:i + FEATURE_BATCH]).numpy()
-            total = total + a.reshape(-1, a.shape[-1]).sum(axis=0, dtype=np.float64)
-            if out is not None:
-                out[start:start + len(a)] = a
-            start += len(a)
-        labels.append(y)
-        if bar is not None:
-            bar.update(len(y))
-    return np.concatenate(labels), total / (start * np.prod(a.shape[1:-1]))
 
 
 def mean_activations(net: Net, split: Split, layer: str = POOL, batch_size: int = BATCH,
@@ -70,8 +34,6 @@ def mean_activations(net: Net, split: Split, layer: str = POOL, batch_size: int 
     from tqdm.auto import tqdm
 
     if cache is not None and layer == POOL and batch_size == BATCH:
-        from .cache import features
-
         return features(net, split, cache, progress).means
 
     with tqdm(total=len(split), desc=f"{layer} on {split.name}", unit="img",
@@ -117,12 +79,6 @@ def zero_channels(net: Net, weights: list, channels) -> None:
     for w in weights:
         w[..., channels] = 0
     net.model.get_layer(CONV).set_weights(weights)
-
-
-def zeroed_channels(net: Net) -> np.ndarray:
-    """The `conv_3` channels whose kernel and bias are all exactly zero (the pruned ones)."""
-    kernel, bias = net.model.get_layer(CONV).get_weights()
-    return np.flatnonzero(~kernel.any(axis=(0, 1, 2)) & (bias == 0))
 
 
 def check_drop(drop) -> float:

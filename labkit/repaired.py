@@ -11,7 +11,8 @@ import numpy as np
 
 from .errors import LabError
 from .files import file_sha256, read_json, write_json
-from .models import load_model, save_model
+from .modelfile import load_model
+from .models import save_model
 from .prune import CONV, RULE, Repaired, drop_text
 
 

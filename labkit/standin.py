@@ -1,13 +1,10 @@
 """A real-size stand-in for the course's lab, made from the demo: speed can be checked without
 the course's files.
 
-The demo's four files are repeated to the lab's image counts (11547 validation, 12830 test
-images per file) and its `course` BadNet is widened to the lab's 1283 classes: the 1183 extra
-output units have zero weights and a bias of -10000, so they never win and the widened network
-predicts exactly the demo BadNet's classes while doing the lab network's work. Its numbers are
-therefore the demo's; its size and cost are the lab's. `labkit standin DIR` writes it as a
-project folder (data/, models/bd_net.h5, notebooks/ linked to this checkout's), so
-`LABKIT_HOME=DIR labkit run-all --dataset lab` runs the whole lab on it.
+The demo's four files are repeated to the lab's image counts and its `course` BadNet is widened
+to the lab's 1283 classes with extra outputs that never win (zero weights, bias NEVER): its
+classes, and so its numbers, are the demo's; its size and cost are the lab's. `labkit standin DIR`
+writes it as a project folder for `LABKIT_HOME=DIR labkit run-all --dataset lab`.
 """
 from __future__ import annotations
 
@@ -59,7 +56,8 @@ def repeat_split(source: Path, path: Path, n: int) -> Path:
 def make_standin(out: Path | str, sizes: dict = LAB_SIZES, progress: bool = True) -> Path:
     """Write the real-size stand-in lab below `out` (see the module's text); return `out`."""
     from .demo import build_demo
-    from .models import load_model, save_model
+    from .modelfile import load_model
+    from .models import save_model
 
     out, here = Path(out).resolve(), project_root()
     if out == here:

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import features
+from .cache import check_labels, features
 from .data import Split, require
 from .errors import LabError
 from .files import atomic_path
 from .goodnet import rule
-from .head import Head, head_problem
-from .metrics import check_labels, trigger_column
-from .models import Net, copy_net
-from .prune import CONV, POOL, pruning_order, zero_channels
+from .head import Head, masking_problem
+from .metrics import trigger_column
+from .models import CONV, Net, copy_net
+from .prune import pruning_order, zero_channels
 
 
 # the table's measured columns: (column, data file, what is counted: B_k correct, GoodNet
@@ -110,25 +110,6 @@ class Sweep:
             table.rename(columns={c: c.replace(":", "_pct:") if ":" in c else f"{c}_pct"
                                   for c in percent}).to_csv(tmp, index=False)
         return Path(path)
-
-
-def masking_problem(net: Net) -> str | None:
-    """Why masking `pool_3` would not give the pruned network's output exactly, or None if it does.
-
-    It does when `conv_3` is a ReLU convolution (a zeroed channel is exactly 0), `pool_3`
-    max-pools `conv_3`'s output directly (so that channel stays 0), and the layers after
-    `pool_3` are the lab's (`labkit.head`).
-    """
-    model = net.model
-    try:
-        conv, pool = model.get_layer(CONV), model.get_layer(POOL)
-    except ValueError:
-        return f"the model has no {CONV} or {POOL} layer"
-    if type(conv).__name__ != "Conv2D" or conv.get_config().get("activation") != "relu":
-        return f"{CONV} is not a ReLU convolution, so a zeroed channel need not be 0"
-    if type(pool).__name__ != "MaxPooling2D" or pool.input is not conv.output:
-        return f"{POOL} does not max-pool {CONV}'s output directly"
-    return head_problem(model)
 
 
 def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split | None = None,

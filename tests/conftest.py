@@ -15,6 +15,20 @@ SHARED = ROOT.parent / "shared"
 REAL = SHARED / "real"
 
 
+# A Python with the oldest Keras labkit admits (Colab's runtime: tests/colab/ builds it)
+OLDEST_PYTHON = Path(os.environ.get("LABKIT_OLDEST_PYTHON", ROOT / ".venv-colab" / "bin" / "python"))
+
+
+@pytest.fixture(scope="session")
+def oldest_python():
+    """OLDEST_PYTHON; the test skips where it is not built, except in CI, where .ci/run builds it."""
+    if not OLDEST_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{OLDEST_PYTHON} is missing: .ci/run builds Colab's runtime there")
+        pytest.skip(f"{OLDEST_PYTHON} is not built (tests/colab/ builds Colab's runtime)")
+    return OLDEST_PYTHON
+
+
 @pytest.fixture(scope="session")
 def real():
     """../shared/real, holding the course's real BadNet files; the test skips where it is absent."""

@@ -60,6 +60,6 @@ def test_a_b_prime_that_is_not_b_pruned_is_run_itself(stored, monkeypatch):
     other.model.get_layer("fc_1").set_weights([kernel * 1.5, bias])
     assert cache.pruned_channels(net, other) is None
     ran = []
-    monkeypatch.setattr(metrics, "predict", lambda n, s, **kw: ran.append(n) or (None, None))
+    monkeypatch.setattr(cache, "run", lambda n, s, **kw: ran.append(n) or (None, None))
     cache.predict(other, lab.test, lab.cache_dir, badnet=net)
     assert ran == [other]

@@ -13,8 +13,8 @@ from labkit.attack import fold_inputs
 from labkit.errors import LabError
 from labkit.files import read_json
 from labkit.metrics import attack_success_rate, clean_accuracy
-from labkit.models import copy_net
-from labkit.prune import prune, zeroed_channels
+from labkit.models import copy_net, zeroed_channels
+from labkit.prune import prune
 
 EPOCHS = 2  # enough to move every trained weight on the tiny lab
 

@@ -12,7 +12,8 @@ from labkit import cli
 from labkit.data import Split
 from labkit.goodnet import GoodNet, load_goodnet, rule
 from labkit.metrics import evaluate, report_lines
-from labkit.models import load_model, save_model
+from labkit.modelfile import load_model
+from labkit.models import save_model
 from labkit.prune import prune, repair
 from labkit.sweep import sweep
 
@@ -74,15 +75,15 @@ for clean, poisoned, model, out in jobs:
 """
 
 
-def grade(tmp_path, jobs):
-    """Run the course's eval.py on each (clean, poisoned, model); return what it printed and
-    each model's predicted classes."""
+def grade(tmp_path, jobs, python=sys.executable):
+    """Run the course's eval.py with `python` on each (clean, poisoned, model); return what it
+    printed and each model's predicted classes."""
     (tmp_path / "eval.py").write_text(EVAL_PY)
     (tmp_path / "grader.py").write_text(GRADER)
     outs = [tmp_path / f"graded_{i}.npz" for i in range(len(jobs))]
     args = json.dumps([[str(c), str(p), str(m), str(o)] for (c, p, m), o in zip(jobs, outs)])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, str(tmp_path / "grader.py"), str(tmp_path / "eval.py"),
+    proc = subprocess.run([str(python), str(tmp_path / "grader.py"), str(tmp_path / "eval.py"),
                            args], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = []
@@ -108,8 +109,11 @@ def demo_repaired(demo_lab):
     return badnet, repair(sweep(badnet, demo_lab.valid), [4])[4].net
 
 
+@pytest.mark.parametrize("keras_version", ["installed", "oldest"])
 def test_courses_eval_grades_labkit_hand_ins_with_labkits_numbers(
-        demo_lab, demo_repaired, tiny_lab, tiny_net, tmp_path, capsys):
+        keras_version, request, demo_lab, demo_repaired, tiny_lab, tiny_net, tmp_path, capsys):
+    """Written with the installed Keras, graded with it and with the oldest Keras labkit admits."""
+    python = sys.executable if keras_version == "installed" else request.getfixturevalue("oldest_python")
     badnet, repaired = demo_repaired
     demo_rep = save_model(repaired, tmp_path / "demo_repaired.h5")
     demo_g = tmp_path / "G.keras"
@@ -122,7 +126,7 @@ def test_courses_eval_grades_labkit_hand_ins_with_labkits_numbers(
     jobs = [(demo_lab.test.path, demo_lab.bd_test.path, demo_g),
             (tiny_lab.test.path, tiny_lab.bd_test.path, tiny_g),
             (tiny_lab.test.path, tiny_lab.bd_test.path, tiny_rep)]
-    graded = grade(tmp_path, jobs)
+    graded = grade(tmp_path, jobs, python)
     for (clean, poisoned, model), (printed, _, _) in zip(jobs, graded):
         assert printed == course_lines(capsys, ["eval", clean, poisoned, model]), model
         net = load_goodnet(model) if model.suffix == ".keras" else load_model(model)

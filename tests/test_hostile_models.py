@@ -206,7 +206,7 @@ def test_zero_classes(tmp_path, tiny_lab, capsys):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_or_infinite_weights(saved, tiny_lab, capsys, bad):
     with h5py.File(saved[".h5"], "a") as f:
-        name = labkit.models._text(f["model_weights/conv_2"].attrs["weight_names"][0])
+        name = labkit.modelfile._text(f["model_weights/conv_2"].attrs["weight_names"][0])
         w = f["model_weights/conv_2"][name]
         values = w[()]
         values[0, 0, 0, 0] = bad

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import labkit
-from labkit.models import LAB_LAYERS, RAW, UNIT, copy_net, load_model, save_model
+from labkit.modelfile import load_model
+from labkit.models import LAB_LAYERS, RAW, UNIT, copy_net, save_model
 
 
 def faces(n, seed=1):

@@ -4,6 +4,7 @@ nbval runs every notebook on the demo (see pyproject.toml); these tests add pape
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import labkit
+from labkit.colab import INSTALL_SOURCE, setup_line
 from labkit.data import LAB_FILES, write_split
 from labkit.prune import mean_activations
 from conftest import ROOT
@@ -33,13 +35,19 @@ def test_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
+def cells_of(path):
+    return nbformat.read(path, as_version=4).cells
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_start_the_same_way(path):
-    cells = nbformat.read(path, as_version=4).cells
-    title, setup, params, check = cells[:4]
-    assert title.source.startswith("# ") and "colab.research.google.com" in title.source
-    assert f"notebooks/{path.name}" in title.source
-    assert '"google.colab" in sys.modules' in setup.source and "%pip install" in setup.source
+    cells = cells_of(path)
+    title, install, setup, params, check = cells[:5]
+    assert title.source.startswith("# ") and setup.source.startswith("import labkit")
+    assert '"google.colab" in sys.modules' in install.source and '%pip install -q "{source}"' in install.source
+    assert install.source.count(setup_line(INSTALL_SOURCE)) == 1, "the notebooks' install sources differ"
+    assert install.source == cells_of(NOTEBOOKS[0])[1].source
+    assert not re.search(r"github\.com|https?://(?!colab\.research)", "\n".join(c.source for c in cells))
     assert params.metadata.get("tags") == ["parameters"]
     for line in params.source.splitlines():  # literals with type hints and comments only
         assert ": " in line.split("=")[0] and "#" in line, line
@@ -51,7 +59,7 @@ def test_05_epochs_default_is_the_librarys():
     # papermill needs a literal there; it must stay the default `labkit fine-prune` uses
     from labkit.finetune import EPOCHS
 
-    params = nbformat.read(ROOT / "notebooks" / "05_beyond_pruning.ipynb", as_version=4).cells[2]
+    params = nbformat.read(ROOT / "notebooks" / "05_beyond_pruning.ipynb", as_version=4).cells[3]
     assert f"epochs: int = {EPOCHS} " in params.source
 
 
@@ -137,7 +145,7 @@ def test_real_data_path_with_the_lab3_weights(real, tmp_path):
     papermill(ROOT / "notebooks" / "02_prune.ipynb", tmp_path / "out.ipynb", tmp_path / "notebooks",
               ("dataset", "lab"), ("drop", 4), env={"LABKIT_HOME": str(tmp_path)})
     info = json.loads((tmp_path / "models" / "repaired" / "repaired_4.json").read_text())
-    assert info["source_sha256"] == labkit.models.file_sha256(tmp_path / "models" / "bd_net.h5")
+    assert info["source_sha256"] == labkit.files.file_sha256(tmp_path / "models" / "bd_net.h5")
 
 
 def test_02_order_parameter_and_03_uses_only_what_02_saved(demo_lab, tmp_path):

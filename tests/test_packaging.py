@@ -34,6 +34,18 @@ def test_dependencies_keep_colabs_tensorflow():
     assert PROJECT["scripts"]["labkit"] == "labkit.cli:main"
 
 
+def test_the_distribution_has_its_own_name():
+    from labkit.colab import DISTRIBUTION, INSTRUCTOR_HINT
+
+    assert PROJECT["name"] == DISTRIBUTION != "labkit"  # `labkit` on PyPI is another project
+    assert yaml.safe_load((ROOT / "environment.yml").read_text())["name"] == DISTRIBUTION
+    assert f"'{DISTRIBUTION}[instructor]'" in INSTRUCTOR_HINT
+
+
+def test_ci_runs_the_colab_check():
+    assert "python tests/colab/check.py" in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_ci_runs_the_readmes_test_command():
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"Run the tests[^\n]*\n+```bash\n(.+?)\n```", readme, re.S).group(1)

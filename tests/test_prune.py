@@ -10,12 +10,13 @@ from labkit import cache, cli
 from labkit.data import LAB_FILES, Split, write_split
 from labkit.metrics import clean_accuracy, predict
 from labkit.files import file_sha256
-from labkit.models import load_model, save_model
+from labkit.modelfile import load_model
+from labkit.models import save_model
 from labkit.prune import (Repaired, check_drop, mean_activations, prune, pruning_order, repair,
                           stop_step)
 from labkit.repaired import load_repaired, save_repaired
-from labkit.head import Head
-from labkit.sweep import Sweep, masking_problem, sweep
+from labkit.head import Head, masking_problem
+from labkit.sweep import Sweep, sweep
 
 from conftest import tiny_faces, write_tiny_lab
 

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from labkit import cli
+from labkit.colab import DISTRIBUTION, INSTALL_SOURCE, setup_line
 from labkit.errors import LabError
 from labkit.student import write_student_edition
 
@@ -16,6 +17,7 @@ from conftest import ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
            "BEGIN MARK SCHEME", "model answer")
+COURSE_SOURCE = "git+https://git.example.edu/course/labkit-fork@v1"  # an instructor's fork
 
 
 def solution_lines(nb):
@@ -39,7 +41,7 @@ def edition(tmp_path_factory):
     pytest.importorskip("nbgrader")
     before = digests()
     out = tmp_path_factory.mktemp("edition") / "student"
-    assert cli.main(["student", str(out)]) == 0
+    assert cli.main(["student", str(out), "--install", COURSE_SOURCE]) == 0
     assert digests() == before  # notebooks/ is only read
     return out
 
@@ -75,6 +77,18 @@ def test_student_02_stops_at_its_first_task(edition, demo_lab):
     assert failed[0].metadata["nbgrader"]["grade_id"] == "pruning_order"
 
 
+def test_setup_cells_install_the_courses_source(edition):
+    for path in NOTEBOOKS:
+        setup = nbformat.read(edition / path.name, as_version=4).cells[1].source
+        assert setup_line(COURSE_SOURCE) in setup and setup_line(INSTALL_SOURCE) not in setup, path.name
+
+
+@pytest.mark.parametrize("source", ["", "a b.whl", 'x"; rm -rf ~; "', "{os.system('id')}"])
+def test_a_bad_install_source_writes_nothing(tmp_path, capsys, source):
+    assert cli.main(["student", str(tmp_path / "out"), "--install", source]) == 2
+    assert "install source" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_out_dir_must_be_new_or_empty(tmp_path):
     pytest.importorskip("nbgrader")
     (tmp_path / "old.txt").write_text("keep me")
@@ -86,5 +100,5 @@ def test_out_dir_must_be_new_or_empty(tmp_path):
 def test_without_nbgrader_it_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "nbgrader.preprocessors", None)  # import fails as if absent
     assert cli.main(["student", str(tmp_path / "out")]) == 2
-    assert "pip install 'labkit[instructor]'" in capsys.readouterr().err
+    assert f"pip install '{DISTRIBUTION}[instructor]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
