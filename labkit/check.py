@@ -14,7 +14,6 @@ from .finetune import split_faces as lab_split
 from .head import Head, masking_problem
 from .metrics import accuracy, clean_accuracy
 from .models import CONV, POOL, Net
-from .sweep import sweep
 
 
 class Verdict(str):
@@ -173,36 +172,51 @@ def stop_step(fn) -> Verdict:
     return Verdict(True, f"the first step at least X points below B, on {len(STOP_CASES)} cases")
 
 
-def first_steps(badnet: Net, lab, k: int, order: str = "increasing") -> np.ndarray:
-    """Validation accuracy (%) of B with 0..k-1 channels pruned in `order`: only those k steps,
-    from the run's stored `pool_3` (`labkit.cache`), or by the sweep if B cannot be masked."""
+def first_steps(badnet: Net, lab, k: int, order="increasing") -> np.ndarray:
+    """Validation accuracy (%) of B with 0..k-1 channels pruned along `order` (a name such as
+    "increasing", or the channel numbers): only those k steps, from the run's stored `pool_3`
+    (`labkit.cache`), or by running each pruned B if B cannot be masked."""
     if masking_problem(badnet):
-        return sweep(badnet, lab.valid, order=order).table.valid_accuracy.to_numpy()[:k]
+        chosen = (method.pruning_order(method.mean_activations(badnet, lab.valid), order)
+                  if isinstance(order, str) else np.asarray(order))
+        return np.array([clean_accuracy(method.prune(badnet, chosen[:i]), lab.valid) for i in range(k)])
     found = features(badnet, lab.valid, lab.cache_dir)
-    chosen = method.pruning_order(found.means, order)
+    chosen = method.pruning_order(found.means, order) if isinstance(order, str) else np.asarray(order)
     steps = Head(badnet).sweep(found.pool_3, chosen[:max(k - 1, 0)])[0][:k]
     return np.array([accuracy(classes, found.labels) for classes in steps])
 
 
-def pruning_loop(accuracies, badnet: Net, lab) -> Verdict:
-    """Task: validation accuracy (%) of B with 0, 1, 2, ... channels pruned, in the lab's order."""
+def _channel_order(order, n: int):
+    """The student's pruning order if it is each of the n channel numbers once, else None."""
+    got = np.asarray(order) if order is not None else None
+    return got if got is not None and got.shape == (n,) and sorted(got.tolist()) == list(range(n)) else None
+
+
+def pruning_loop(accuracies, badnet: Net, lab, order=None) -> Verdict:
+    """Task: validation accuracy (%) of B with 0, 1, 2, ... channels pruned along `order`, the
+    student's own pruning order (Task 2), so that a wrong order is counted once, in that task;
+    without it, or when it is not each channel once, along the lab's increasing order."""
     got = np.asarray(accuracies, np.float64)
-    k = len(got)
-    method = first_steps(badnet, lab, k)
-    if _close(got, method):
-        return Verdict(True, f"{k} steps, validation accuracy {got[0]:.2f} % -> {got[-1]:.2f} %")
-    if _close(got * 100, method):
+    k, n = len(got), badnet.model.get_layer(CONV).get_weights()[1].shape[0]
+    own = _channel_order(order, n)
+    expected = first_steps(badnet, lab, k, "increasing" if own is None else own)
+    along = "the lab's order" if own is None else "your channel_order"
+    if _close(got, expected):
+        return Verdict(True, f"{k} steps along {along}, validation accuracy {got[0]:.2f} % -> "
+                             f"{got[-1]:.2f} %")
+    if _close(got * 100, expected):
         return _wrong("these are fractions", "give accuracies in percentage points (0..100)")
     if _close(got[:1], [clean_accuracy(badnet, lab.test, cache=lab.cache_dir)]):
         return _wrong("these are test set accuracies",
                       "choose B' with the clean validation data (lab.valid); test data is for evaluation only")
     if _close(got, first_steps(badnet, lab, k, "decreasing")):
-        return _wrong("the channels went in decreasing order", "prune the least active channels first")
+        return _wrong("the channels went in decreasing order",
+                      f"at step k prune the first k channels of {along} (least active first)")
     if any(_close(got[:1], [clean_accuracy(badnet, s, cache=lab.cache_dir)]) for s in lab.poisoned("valid").values()):
         return _wrong("this is the attack success rate on the poisoned faces",
                       "the stopping rule looks at clean validation accuracy")
     return _wrong("these are not B's validation accuracies with 0, 1, 2, ... channels pruned",
-                  "step k: copy B, zero the first k channels of the order, accuracy on lab.valid")
+                  f"step k: copy B, zero the first k channels of {along}, accuracy on lab.valid")
 
 
 def goodnet_rule(fn, num_classes: int = 10) -> Verdict:

@@ -163,18 +163,16 @@ def _add_prune(sub) -> None:
 
 
 def _prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
+    from .head import masking_problem
     from .modelfile import load_model
     from .prune import RULE, check_drop, drop_text, repair
     from .repaired import save_repaired
-    from .head import masking_problem
     from .sweep import sweep
 
     drops = [check_drop(drop) for drop in args.drops]  # before the sweep, not after it
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = tuple(p for p in (args.model, args.valid, args.poisoned) if p)
     check_outputs([out / "sweep.csv", *(out / f"repaired_{drop_text(x)}{ext}"
                                         for x in drops for ext in (".h5", ".json"))], inputs)
@@ -240,8 +238,6 @@ def _add_fine_prune(sub) -> None:
 
 
 def _fine_prune(args) -> int:
-    from pathlib import Path
-
     from .data import Split
     from .files import check_outputs, transaction
     from .finetune import check_settings, fine_prune, save_fine_tuned, stem
@@ -250,7 +246,7 @@ def _fine_prune(args) -> int:
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
     check_settings(args.epochs, args.lr, args.batch_size)
-    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    out = out_dir(args)
     inputs = (args.model, args.valid)
     check_outputs([out / f"{stem(drop)}{ext}" for ext in (".h5", ".json")], inputs, args.force)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
@@ -418,10 +414,49 @@ def _student(args) -> int:
     return 0
 
 
+def _add_course(sub) -> None:
+    from .course import ASSIGNMENT
+
+    p = sub.add_parser("course", help="write an nbgrader course folder to grade the notebooks (instructors)",
+                       description="Write a ready nbgrader course folder: nbgrader_config.py, the "
+                                   "reference notebooks in source/ASSIGNMENT/ and a README with "
+                                   "nbgrader's commands in order (generate_assignment, autograde, "
+                                   f"generate_feedback, export). Needs nbgrader: {INSTRUCTOR_HINT}.")
+    p.add_argument("out", metavar="DIR", help="a folder that does not exist yet, or is empty")
+    p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
+                   help="what the notebooks run on when nbgrader grades them: demo (built "
+                        "offline) or lab (the course's files, see --data) (default: demo)")
+    p.add_argument("--data", metavar="FOLDER", default=None,
+                   help="with --dataset lab: the folder holding data/cl, data/bd and "
+                        "models/bd_net.h5, linked into DIR/lab (default: the labkit folder you are in)")
+    p.add_argument("--assignment", default=ASSIGNMENT,
+                   help=f"the assignment's name in nbgrader (default: {ASSIGNMENT})")
+    p.add_argument("--notebooks", metavar="NN", nargs="+", default=None,
+                   help="only these notebooks, e.g. 02 03 (default: all of 01..05)")
+    p.add_argument("--install", metavar="SPEC",
+                   help="what the setup cells install in Colab, as for `labkit student` "
+                        "(default: left unset, as in the reference notebooks)")
+    p.set_defaults(run=_course)
+
+
+def _course(args) -> int:
+    from .course import write_course
+
+    if args.data and args.dataset != "lab":
+        raise LabError("--data names the course's files: use it with --dataset lab")
+    written = write_course(args.out, args.dataset, args.assignment, args.notebooks, args.data,
+                           args.install)
+    for path in written:
+        print(escape(f"wrote {path}"))
+    print(escape(f"Next: cd {args.out} and follow README.md (nbgrader generate_assignment "
+                 f"{args.assignment}, ...)"))
+    return 0
+
+
 # run-all's notebooks run in kernels of their own: its process only waits for them
-WITHOUT_TENSORFLOW = ("run-all", "student")
+WITHOUT_TENSORFLOW = ("run-all", "student", "course")
 COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_bench,
-            _add_standin, _add_student]
+            _add_standin, _add_student, _add_course]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -437,6 +472,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 MODEL = "model file"  # in a command's `given`: the argument names a model, not a data file
+
+
+def out_dir(args):
+    """Where `prune` and `fine-prune` write: --out, else the folder 'repaired' beside MODEL."""
+    from pathlib import Path
+
+    return Path(args.out) if args.out else Path(args.model).parent / "repaired"
 
 
 def check_given(args) -> None:

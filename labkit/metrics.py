@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cache as stored
+from .cache import predict as stored
+from .cache import run
 from .data import BATCH, Split
 
 NEAR_CHANCE = 10.0  # clean accuracy (percentage points) below which the scaling is suspect
@@ -20,8 +21,8 @@ def predict(net, split: Split, batch_size: int = BATCH, progress: bool = False, 
     (e.g. `lab.cache_dir`), what the run has stored there is used (`labkit.cache.predict`).
     """
     if cache is not None:
-        return stored.predict(net, split, cache, progress=progress)
-    return stored.run(net, split, batch_size, progress)
+        return stored(net, split, cache, progress=progress)
+    return run(net, split, batch_size, progress)
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -15,8 +15,8 @@ SHARED = ROOT.parent / "shared"
 REAL = SHARED / "real"
 
 
-# A Python with the oldest Keras labkit admits (Colab's runtime: tests/colab/ builds it)
-OLDEST_PYTHON = Path(os.environ.get("LABKIT_OLDEST_PYTHON", ROOT / ".venv-colab" / "bin" / "python"))
+# A Python with the oldest Keras labkit admits: Colab's runtime, which tests/colab/check.py builds
+OLDEST_PYTHON = Path(os.environ.get("LABKIT_OLDEST_PYTHON", ROOT / "tests" / "colab" / ".venv" / "bin" / "python"))
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def oldest_python():
     if not OLDEST_PYTHON.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{OLDEST_PYTHON} is missing: .ci/run builds Colab's runtime there")
-        pytest.skip(f"{OLDEST_PYTHON} is not built (tests/colab/ builds Colab's runtime)")
+        pytest.skip(f"{OLDEST_PYTHON} is not built (python tests/colab/check.py builds it)")
     return OLDEST_PYTHON
 
 

@@ -107,6 +107,12 @@ def test_pruning_loop(tiny_net, tiny_lab):
     decreasing = sweep(tiny_net, tiny_lab.valid, order="decreasing").table.valid_accuracy.to_numpy()[:41]
     assert_wrong(check.pruning_loop(decreasing, tiny_net, tiny_lab), "decreasing")
     assert_wrong(check.pruning_loop(right / 100, tiny_net, tiny_lab), "fractions")
+    # judged along the student's own order (Task 2): a wrong order costs that task only
+    increasing, backwards = (sweep(tiny_net, tiny_lab.valid, order=o).order for o in ("increasing", "decreasing"))
+    assert check.pruning_loop(decreasing, tiny_net, tiny_lab, backwards).ok
+    assert_wrong(check.pruning_loop(right, tiny_net, tiny_lab, backwards), "not B's")
+    assert_wrong(check.pruning_loop(decreasing, tiny_net, tiny_lab, increasing), "decreasing")
+    assert check.pruning_loop(right, tiny_net, tiny_lab, np.sort(backwards) / 2).ok  # not an order
 
 
 def test_goodnet_rule():

@@ -121,6 +121,7 @@ finally:
 
 @pytest.mark.parametrize("args, loaded", [
     (["--help"], False), (["student"], False), (["student", "README.md"], False),
+    (["course", "README.md"], False),
     (["eval", "x.h5"], False), (["run-all"], False),
     (["eval", "missing.h5", "missing.h5", "missing.h5"], False),  # refused before it starts
     (["eval", "V", "BD", "M"], True)])

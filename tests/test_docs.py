@@ -3,8 +3,9 @@
 A `labkit ...` line is parsed by labkit's own argparse parser (`--help` ones run); `pytest`,
 `papermill`, `pip`, `conda`, `jupyter`, `cd` and `bash` lines are checked against the files they
 name; any other line is quoted verbatim from a file the tests or CI run (tests/, .ci/run, the
-notebooks). A ```text block is docs/index.md's module map (tests/test_imports.py) or quoted
-likewise. Links and repository paths in backticks must exist. New pages are covered as they come.
+notebooks). A ```text block is docs/index.md's module map or quoted likewise. Links and
+repository paths in backticks must exist (but those in hidden folders, such as a venv a script
+makes). New pages are covered as they come.
 """
 import contextlib
 import glob
@@ -171,7 +172,7 @@ def test_commands_paths_and_links_in_the_prose_exist(page):
             check_labkit(shlex.split(without_comment(span))[1:], partial=True)
         elif span.startswith(("pytest ", "papermill ")):
             check_command(span, ROOT)
-        elif REPO_PATH.fullmatch(span):
+        elif REPO_PATH.fullmatch(span) and not any(p.startswith(".") for p in Path(span).parts[1:]):
             assert glob.glob(str(ROOT / span)), f"{page.name}: {span} does not exist"
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
         if not re.match(r"\w+://", target):
