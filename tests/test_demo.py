@@ -257,11 +257,11 @@ def test_demo_badnets_are_the_labs_network_on_raw_pixels(demo_lab):
 
 @pytest.fixture(scope="module")
 def demo_sweeps(demo_lab):
-    """Each demo BadNet's pruning sweep (increasing mean activation) on the demo's files."""
+    """The sunglasses BadNets' pruning sweeps (increasing mean activation) on the demo's files."""
     from labkit.sweep import sweep
 
     sweeps = {}
-    for name in DEMO_BADNETS:
+    for name in ("course", "baseline", "prune_aware"):  # the new two: test_pruning_and_fine_pruning_...
         lab = labkit.lab("demo", demo_lab.root, badnet=name)
         sweeps[name] = sweep(labkit.load_badnet(lab), lab.valid, lab.bd_valid)
     return sweeps
