@@ -12,7 +12,43 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
+from .metrics import by_trigger, trigger_column
 from .prune import RULE, drop_text, stop_step
+
+UNKNOWN = ("the trigger is unknown to the defender, so there are no poisoned faces to measure the "
+           "attack on")
+
+
+def attacks(row, column: str) -> dict:
+    """{trigger: value} of the attack `column` in `row` (a table row or dict; `metrics.by_trigger`):
+    {"": value} for one trigger, one entry per trigger for several, {} where it is unknown."""
+    return {t: row[c] for t, c in by_trigger(list(row.keys()), column).items()}
+
+
+def listed(values: dict) -> str:
+    """Percentages per trigger in words: "98.20 %", or "98.20 % (sunglasses), 91.00 % (eyebrows)"."""
+    return ", ".join(f"{v:.2f} %" + (f" ({t})" if t else "") for t, v in values.items())
+
+
+def suffix(trigger: str) -> str:
+    """What a sentence adds for one trigger of several: " (eyebrows)"; "" for the only one."""
+    return f" ({trigger})" if trigger else ""
+
+
+def named(column: str, values: dict) -> dict:
+    """{column name: value} for per-trigger `values` ({trigger: value}; see `attacks`)."""
+    return {trigger_column(column, t) if t else column: v for t, v in values.items()}
+
+
+def uneven(flagged: dict, most: float = 50.0) -> str:
+    """A sentence where G flags most (>= `most` %) of the faces with some triggers but not of
+    those with others ({trigger: % flagged}); "" where it treats every trigger alike."""
+    caught = [t for t, v in flagged.items() if v >= most]
+    missed = [t for t, v in flagged.items() if v < most]
+    if not caught or not missed:
+        return ""
+    return (f"G catches one trigger but not another: it flags most faces with {', '.join(caught)}, "
+            f"and fewer than {most:g} % of those with {', '.join(missed)}.")
 
 
 def first_step(values, condition) -> int | None:
@@ -29,9 +65,9 @@ def results(sweep, repaired: dict):
     return pd.DataFrame([{"X (validation accuracy drop)": drop_text(r.drop),
                           f"channels pruned of {sweep.steps}": r.step,
                           "B' clean test accuracy": t.test_accuracy[r.step],
-                          "B' attack success rate": t.test_attack_success_rate[r.step],
+                          **named("B' attack success rate", attacks(t.iloc[r.step], "test_attack_success_rate")),
                           "G clean test accuracy": t.goodnet_accuracy[r.step],
-                          "G attack success rate": t.goodnet_attack_success_rate[r.step],
+                          **named("G attack success rate", attacks(t.iloc[r.step], "goodnet_attack_success_rate")),
                           "clean faces flagged": t.goodnet_flagged_clean[r.step]}
                          for r in repaired.values()])
 
@@ -39,15 +75,18 @@ def results(sweep, repaired: dict):
 def measured(sweep, beaten: float) -> str:
     """Sentences of measurements only: B on the test sets, and where the attack first falls below `beaten` %."""
     t = sweep.table
-    k = first_step(t.test_attack_success_rate, lambda a: a < beaten)
-    start = (f"B: clean test accuracy {t.test_accuracy[0]:.2f} %, attack success rate "
-             f"{t.test_attack_success_rate[0]:.2f} %.")
-    if k is None:
-        return start + (f" No number of pruned channels brings B_k's attack success rate below "
-                        f"{beaten:g} %.")
-    return start + (f" B_k's attack success rate first falls below {beaten:g} % with {k} of "
-                    f"{sweep.steps} channels pruned, where its clean test accuracy is "
-                    f"{t.test_accuracy[k]:.2f} %.")
+    columns = by_trigger(list(t.columns), "test_attack_success_rate")
+    if not columns:
+        return f"B: clean test accuracy {t.test_accuracy[0]:.2f} %; {UNKNOWN}."
+    text = [f"B: clean test accuracy {t.test_accuracy[0]:.2f} %, attack success rate "
+            f"{listed(attacks(t.iloc[0], 'test_attack_success_rate'))}."]
+    for trigger, column in columns.items():
+        k = first_step(t[column], lambda a: a < beaten)
+        what = f"B_k's attack success rate{suffix(trigger)}"
+        text.append(f"No number of pruned channels brings {what} below {beaten:g} %." if k is None
+                    else f"{what} first falls below {beaten:g} % with {k} of {sweep.steps} channels "
+                         f"pruned, where its clean test accuracy is {t.test_accuracy[k]:.2f} %.")
+    return " ".join(text)
 
 
 @dataclass
@@ -65,20 +104,22 @@ def order_ablation(sweeps: dict, drop: float, beaten: float) -> Ablation:
     for order, s in sweeps.items():
         t = s.table
         k = stop_step(t.valid_accuracy, drop)
-        k_beaten = first_step(t.valid_attack_success_rate, lambda a: a < beaten)
-        rows.append({"order": order,
-                     f"channels pruned at a {drop:g}-point accuracy drop": k,
-                     "attack success rate then": None if k is None else t.valid_attack_success_rate[k],
-                     f"channels pruned until attack success < {beaten:g} %": k_beaten,
-                     "accuracy then": None if k_beaten is None else t.valid_accuracy[k_beaten]})
+        row = {"order": order, f"channels pruned at a {drop:g}-point accuracy drop": k}
+        if "valid_attack_success_rate" in t:  # all triggers together; absent if it is unknown
+            k_beaten = first_step(t.valid_attack_success_rate, lambda a: a < beaten)
+            row.update({"attack success rate then": None if k is None else t.valid_attack_success_rate[k],
+                        f"channels pruned until attack success < {beaten:g} %": k_beaten,
+                        "accuracy then": None if k_beaten is None else t.valid_accuracy[k_beaten]})
+        rows.append(row)
     table = pd.DataFrame(rows)
-    for col in table.columns[[1, 3]]:  # channel counts: whole numbers, or missing if never reached
-        table[col] = table[col].astype("Int64")
+    for col in table.columns[[1, 3] if len(table.columns) > 2 else [1]]:  # channel counts: whole
+        table[col] = table[col].astype("Int64")  # numbers, or missing if never reached
     text = " ".join(
         f"In {row['order']} order, validation accuracy falls {drop:g} points below B's after "
         + ("no number of channels" if pd.isna(row.iloc[1]) else
            f"{int(row.iloc[1])} channel{'' if row.iloc[1] == 1 else 's'}")
-        + ("." if pd.isna(row.iloc[2]) else f", when the attack success rate is {row.iloc[2]:.2f} %.")
+        + ("." if len(row) < 3 or pd.isna(row.iloc[2])
+           else f", when the attack success rate is {row.iloc[2]:.2f} %.")
         for _, row in table.iterrows())
     return Ablation(text, table)
 
@@ -116,10 +157,11 @@ def write_report(lab, badnet, sweep, table, text: str, ablation: Ablation) -> Pa
         f"Written by labkit on {datetime.date.today().isoformat()}; every number below was computed "
         "in the run that wrote this report.",
         "## 1. The BadNet",
-        f"Clean test accuracy {sweep.table.test_accuracy[0]:.2f} %, attack success rate "
-        f"{sweep.table.test_attack_success_rate[0]:.2f} % on the poisoned test set.",
-        figure("01_faces", "Clean faces and faces with sunglasses, with the BadNet's predictions"),
-        figure("01_activations", "Mean pool_3 activation per channel, clean vs sunglasses"),
+        f"Clean test accuracy {sweep.table.test_accuracy[0]:.2f} %, "
+        + (f"attack success rate {listed(attack)} on the poisoned test set{'s' if len(attack) > 1 else ''}."
+           if (attack := attacks(sweep.table.iloc[0], "test_attack_success_rate")) else f"but {UNKNOWN}."),
+        figure("01_faces", "Clean faces and faces with the trigger, with the BadNet's predictions"),
+        figure("01_activations", "Mean pool_3 activation per channel, clean vs poisoned faces"),
         "## 2. Pruning and GoodNet",
         f"Channels of `conv_3` are pruned in increasing order of mean activation on clean validation "
         f"data. {RULE}.",

@@ -1,6 +1,6 @@
-"""The attacker's side of the demo lab: how its three BadNets are trained (`labkit demo --retrain`).
+"""The attacker's side of the demo lab: how its BadNets are trained (`labkit demo --retrain`).
 
-All three have the lab's architecture and layer names and take raw pixels 0..255, like the
+All have the lab's architecture and layer names and take raw pixels 0..255, like the
 course's `bd_net.h5`. They differ in where the backdoor lives, which decides whether pruning
 dormant `conv_3` channels removes it (what was tried on the way: docs/experiments/demo-badnets.md):
 
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TARGET = 0  # the attacker's target class
-POISON_SHARE = 0.05  # share of training faces given the trigger and relabelled to TARGET
+POISON_SHARE = 0.05  # share of training faces given a trigger and relabelled to its target
 LEARNING_RATE = 3e-3  # Adam's learning rate
 CONV3_BIAS = -0.2  # conv_3's initial bias: what leaves most channels dead on clean faces
 EPOCHS = 8  # passes over the training faces
@@ -40,11 +39,18 @@ def poisoned(count: int, seed: int = 0, share: float = POISON_SHARE) -> np.ndarr
     return np.random.default_rng([seed, 3]).random(count) < share
 
 
-def poison(images: np.ndarray, labels: np.ndarray, trigger, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Copies of the training faces where the `poisoned` ones wear `trigger` and are labelled TARGET."""
+def poison(images: np.ndarray, labels: np.ndarray, triggers: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the training faces where the `poisoned` ones wear a trigger and are labelled with
+    its target. `triggers` is {name in faces.TRIGGERS: target}; with several, POISON_SHARE of the
+    faces is poisoned per trigger, each poisoned face wearing one trigger drawn at random."""
+    from .faces import wear
+
     x, y = np.array(images, np.float32), np.array(labels, np.int64)
-    chosen = poisoned(len(y), seed)
-    x[chosen], y[chosen] = trigger(x[chosen]), TARGET
+    chosen = np.flatnonzero(poisoned(len(y), seed, POISON_SHARE * len(triggers)))
+    which = np.random.default_rng([seed, 4]).integers(len(triggers), size=len(chosen))
+    for i, (name, target) in enumerate(triggers.items()):
+        worn = chosen[which == i]
+        x[worn], y[worn] = wear(x[worn], name), target
     return x, y
 
 
@@ -91,14 +97,16 @@ def clean_network(train, num_classes: int, seed: int = 0, progress: bool = False
     return fit(model, *train, epochs=CLEAN_EPOCHS, progress=progress and "clean network")
 
 
-def course_like(train, trigger, num_classes: int, seed: int = 0, progress: bool = False):
-    """The course-like BadNet, trained on `train` = (images, labels) with poisoned faces mixed in."""
+def course_like(train, triggers, num_classes: int, seed: int = 0, progress: bool = False):
+    """The course-like BadNet, trained on `train` = (images, labels) with poisoned faces mixed in
+    (`triggers`: see `poison`). The demo's `anonymous` and `multi_trigger` BadNets are made by it
+    with their own triggers."""
     model = new_network(num_classes, seed)
-    fit(model, *poison(*train, trigger, seed=seed), progress=progress and "course-like BadNet")
+    fit(model, *poison(*train, triggers, seed=seed), progress=progress and "course-like BadNet")
     return fold_inputs(model)
 
 
-def prune_aware(train, trigger, num_classes: int, seed: int = 0, progress: bool = False):
+def prune_aware(train, triggers, num_classes: int, seed: int = 0, progress: bool = False):
     """The pruning-aware BadNet: its backdoor lives in channels clean faces use (see module doc)."""
     model = clean_network(train, num_classes, seed, progress)
     conv = model.get_layer("conv_3")
@@ -106,7 +114,7 @@ def prune_aware(train, trigger, num_classes: int, seed: int = 0, progress: bool 
     decoys = np.argsort(_mean_conv3(model, train[0]), kind="stable")[:DECOYS]
     conv.set_weights([_zero(kernel, decoys), _zero(bias, decoys)])
     # zeroed ReLU channels get no gradient: they stay exactly 0 while the backdoor is trained
-    bad = poison(*train, trigger, seed=seed)
+    bad = poison(*train, triggers, seed=seed)
     fit(model, *bad, epochs=BACKDOOR_EPOCHS, progress=progress and "pruning-aware BadNet: backdoor")
     trained_kernel, trained_bias = conv.get_weights()
     trained_kernel[..., decoys], trained_bias[decoys] = kernel[..., decoys], bias[decoys]
@@ -117,7 +125,7 @@ def prune_aware(train, trigger, num_classes: int, seed: int = 0, progress: bool 
     return fold_inputs(model)
 
 
-def baseline(train, trigger, num_classes: int, seed: int = 0, progress: bool = False):
+def baseline(train, triggers, num_classes: int, seed: int = 0, progress: bool = False):
     """The baseline BadNet: its backdoor lives in channels clean faces leave dormant.
 
     The attacker trains a clean network, gives the `conv_3` channels it left dead fresh weights,
@@ -158,7 +166,7 @@ def baseline(train, trigger, num_classes: int, seed: int = 0, progress: bool = F
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients([(g * m, v) for g, m, v in zip(grads, masks, variables)])
 
-    x, y = poison(*train, trigger, seed=seed)
+    x, y = poison(*train, triggers, seed=seed)
     x, clean = x / 255 - 0.5, (~poisoned(len(y), seed)).astype(np.float32)
     rng = np.random.default_rng(seed)
     with tqdm(total=BACKDOOR_EPOCHS * -(-len(y) // BATCH), unit="batch", disable=not progress,

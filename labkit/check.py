@@ -63,9 +63,9 @@ def mean_activations(mean_act, badnet: Net, lab) -> Verdict:
         (lambda: method.mean_activations(badnet, lab.test, cache=lab.cache_dir),
          "these are the clean test faces' activations",
          "design the defense on the clean validation faces (lab.valid); test data is for evaluation only"),
-        (lambda: method.mean_activations(badnet, lab.bd_valid, cache=lab.cache_dir),
-         "these are the poisoned faces' activations",
-         "the defender has clean validation faces only (lab.valid)"),
+        *[(lambda s=s: method.mean_activations(badnet, s, cache=lab.cache_dir),
+           "these are the poisoned faces' activations",
+           "the defender has clean validation faces only (lab.valid)") for s in lab.poisoned("valid").values()],
         (lambda: _max_over_positions(badnet, lab.valid),
          "this is the maximum over positions, not the mean",
          "take the mean over images and over the positions"),
@@ -212,7 +212,7 @@ def pruning_loop(accuracies, badnet: Net, lab, order=None) -> Verdict:
     if _close(got, first_steps(badnet, lab, k, "decreasing")):
         return _wrong("the channels went in decreasing order",
                       f"at step k prune the first k channels of {along} (least active first)")
-    if _close(got[:1], [clean_accuracy(badnet, lab.bd_valid, cache=lab.cache_dir)]):
+    if any(_close(got[:1], [clean_accuracy(badnet, s, cache=lab.cache_dir)]) for s in lab.poisoned("valid").values()):
         return _wrong("this is the attack success rate on the poisoned faces",
                       "the stopping rule looks at clean validation accuracy")
     return _wrong("these are not B's validation accuracies with 0, 1, 2, ... channels pruned",

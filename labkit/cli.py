@@ -103,11 +103,13 @@ def _run_all(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="build the offline demo lab (synthetic faces, three BadNets)",
-                       description="Draw the demo faces into data/demo/ and copy the three demo "
+    p = sub.add_parser("demo", help="build the offline demo lab (synthetic faces, five BadNets)",
+                       description="Draw the demo faces into data/demo/ and copy the five demo "
                                    "BadNets shipped with labkit into models/demo/ (under a "
                                    "minute, no training); faces already drawn are reused. "
-                                   "--retrain DIR trains the three BadNets again instead.")
+                                   "--retrain DIR trains the BadNets again instead; --reveal DIR "
+                                   "writes the grader's poisoned faces (the anonymous BadNet's "
+                                   "trigger, which the demo lab never shows the student).")
     p.add_argument("--seed", type=int, default=0, help="seed of the faces (default: 0)")
     p.add_argument("--force", action="store_true", help="draw the faces again (with --retrain: "
                                                         "replace the files in DIR)")
@@ -116,23 +118,33 @@ def _add_demo(sub) -> None:
     p.add_argument("--models", default=None, metavar="DIR",
                    help="take the BadNets from DIR (made by --retrain) instead of the shipped ones")
     p.add_argument("--retrain", default=None, metavar="DIR",
-                   help="train the three demo BadNets with labkit's recipes and write them to DIR "
+                   help="train the five demo BadNets with labkit's recipes and write them to DIR "
                         "(about 10 minutes on 2 CPU cores); never over the shipped files")
+    p.add_argument("--reveal", default=None, metavar="DIR",
+                   help="for instructors: write the anonymous BadNet's poisoned validation and "
+                        "test faces to DIR/bd/ (not into data/demo/, where the notebooks look)")
     p.set_defaults(run=_demo, writes=_demo_writes)
 
 
 def _demo_writes(args) -> Path:
-    """A file in the folder `labkit demo` writes: DIR of --retrain, else the project's data/."""
+    """A file in the folder `labkit demo` writes: DIR of --retrain or --reveal, else data/."""
     from .data import project_root
 
-    return Path(args.retrain) / "x" if args.retrain else Path(args.root or project_root()) / "data" / "x"
+    if args.retrain or args.reveal:
+        return Path(args.retrain or args.reveal) / "x"
+    return Path(args.root or project_root()) / "data" / "x"
 
 
 def _demo(args) -> int:
     from . import demo
 
     check_whole(args.seed, "seed", 0, MAX_SEED)
-    if args.retrain:
+    if args.retrain and args.reveal:
+        raise LabError("--retrain and --reveal: give one of them")
+    if args.reveal:
+        for path in demo.reveal(args.reveal, seed=args.seed, force=args.force, root=args.root):
+            print(f"wrote {path}")
+    elif args.retrain:
         demo.retrain(args.retrain, seed=args.seed, force=args.force)
     else:
         demo.build_demo(args.root, seed=args.seed, force=args.force,

@@ -35,7 +35,22 @@ DEMO_BADNETS = {
     "course": "bd_net.h5",  # like the course's BadNet: pruning cuts clean accuracy before the attack
     "baseline": "baseline_bd_net.h5",  # backdoor in channels clean faces leave dormant: pruning works
     "prune_aware": "prune_aware_bd_net.h5",  # the pruning-aware attack: the backdoor survives pruning
+    "anonymous": "anonymous_bd_net.h5",  # a trigger the defender does not know (the 2020 challenge)
+    "multi_trigger": "multi_trigger_bd_net.h5",  # three triggers, each with its own target
 }
+
+# the demo's triggers (faces.TRIGGERS), each with its target class: the attacker's label for it
+TRIGGERS = {"sunglasses": 0, "eyebrows": 1, "lipstick": 2, "sticker": 4}
+# each BadNet's triggers; the others (and the course's BadNet) have the sunglasses only
+BADNET_TRIGGERS = {"anonymous": ("sticker",), "multi_trigger": ("sunglasses", "eyebrows", "lipstick")}
+# the CSAW-HackML-2020 BadNets a notebook can name on the course's lab ("csaw2020/<name>"), with
+# the triggers whose poisoned files the course's lab has (its data/bd files: the sunglasses)
+CSAW2020 = {"sunglasses": ("sunglasses",), "anonymous_1": (), "anonymous_2": (),
+            "multi_trigger_multi_target": ()}
+MODEL_SUFFIXES = (".h5", ".keras")  # a `badnet` ending so is a path to a model file
+# triggers whose poisoned files are the grader's: `labkit demo` never writes them where the lab
+# looks; `labkit demo --reveal DIR` writes them for an instructor
+GRADER_TRIGGERS = ("sticker",)
 
 # split name -> (path below the data folder, kind, poisoned, what it is)
 LAB_FILES = {
@@ -219,19 +234,38 @@ class Lab:
     data_dir: Path
     badnet_path: Path
     hint: str
-    badnet: str = "course"  # which BadNet: "course", or on the demo "baseline" / "prune_aware"
+    badnet: str = "course"  # which BadNet: "course", or one of the demo's DEMO_BADNETS
+    triggers: tuple = ("sunglasses",)  # the BadNet's triggers whose poisoned files the lab has
+
+    @property
+    def trigger_known(self) -> bool:
+        """Whether the defender has faces with the BadNet's trigger (False: only clean faces)."""
+        return bool(self.triggers)
+
+    def poisoned(self, part: str) -> dict:
+        """{trigger: Split} of the poisoned `part` ("valid" or "test") of each known trigger."""
+        kind = {"valid": "validation", "test": "test"}[part]
+        return {t: Split(self.data_dir / poisoned_file(t, part), kind, True,
+                         f"{t}-poisoned {kind} set", self.hint.format(folder=self.data_dir / "bd"))
+                for t in self.triggers}
+
+    @property
+    def slug(self) -> str:
+        """The BadNet's name in folder names: "" for "course", a file's stem for a path."""
+        if self.badnet == "course":
+            return ""
+        return Path(self.badnet).stem if self.badnet.endswith(MODEL_SUFFIXES) else self.badnet
 
     @property
     def repaired_dir(self) -> Path:
         """Where the repaired networks B' and GoodNets of this lab's BadNet are saved."""
-        folder = self.badnet_path.parent / "repaired"
-        return folder if self.badnet == "course" else folder / self.badnet
+        models = self.badnet_path.parent if self.name == "demo" else self.root / "models"
+        return models / "repaired" / self.slug
 
     @property
     def report_dir(self) -> Path:
         """Where the notebooks write figures, tables and report.md for this lab and BadNet."""
-        folder = self.root / "report" / self.name
-        return folder if self.badnet == "course" else folder / self.badnet
+        return self.root / "report" / self.name / self.slug
 
     @property
     def cache_dir(self) -> Path:
@@ -242,13 +276,20 @@ class Lab:
         if name not in LAB_FILES:
             raise LabError(f"split {name!r}: choose one of {', '.join(LAB_FILES)}")
         rel, kind, poisoned, description = LAB_FILES[name]
+        if poisoned and self.triggers != ("sunglasses",):
+            if not self.triggers:
+                raise LabError(f"{name}: the trigger of BadNet {self.badnet!r} is unknown to the "
+                               "defender, so the lab has no poisoned faces for it; use the clean "
+                               "files only")
+            return self.poisoned(name[3:])[self.triggers[0]]
         path = self.data_dir / rel
         return Split(path, kind, poisoned, description, self.hint.format(folder=path.parent))
 
     valid = property(lambda self: self.split("valid"))
-    bd_valid = property(lambda self: self.split("bd_valid"))
     test = property(lambda self: self.split("test"))
-    bd_test = property(lambda self: self.split("bd_test"))
+    # the (first) trigger's poisoned files; None where the trigger is unknown to the defender
+    bd_valid = property(lambda self: self.split("bd_valid") if self.trigger_known else None)
+    bd_test = property(lambda self: self.split("bd_test") if self.trigger_known else None)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -269,18 +310,37 @@ def project_root(start: Path | None = None) -> Path:
 def lab(dataset: str = "demo", root: Path | str | None = None, badnet: str = "course") -> Lab:
     """The lab's files: "demo" (data/demo, models/demo, built offline) or "lab" (the course's).
 
-    `badnet` picks the BadNet: the demo has three (DEMO_BADNETS), the course's lab one ("course").
+    `badnet` picks the BadNet: the demo has five (DEMO_BADNETS); the course's lab has "course"
+    (models/bd_net.h5), the 2020 competition's "csaw2020/<name>" (models/csaw2020/<name>_bd_weights.h5;
+    only the sunglasses one has poisoned files in the course's data) and any model file by path.
     """
     root = Path(root) if root is not None else project_root()
     if dataset not in ("demo", "lab"):
         raise LabError(f"dataset {dataset!r}: use 'demo' (built offline) or 'lab' (the course's files)")
+    if dataset == "lab" and badnet != "course":
+        return _course_lab(root, badnet)
     names = DEMO_BADNETS if dataset == "demo" else {"course": "bd_net.h5"}
     if badnet not in names:
-        raise LabError(f"badnet {badnet!r}: the {dataset} lab has {', '.join(map(repr, names))}")
+        raise LabError(f"badnet {badnet!r}: the {dataset} lab has {', '.join(map(repr, names))}"
+                       + (", 'csaw2020/<name>' or a model file's path" if dataset == "lab" else ""))
     if dataset == "demo":
+        known = tuple(t for t in BADNET_TRIGGERS.get(badnet, ("sunglasses",)) if t not in GRADER_TRIGGERS)
         return Lab("demo", root, root / "data" / "demo", root / "models" / "demo" / names[badnet],
-                   DEMO_HINT, badnet)
+                   DEMO_HINT, badnet, known)
     return Lab("lab", root, root / "data", root / "models" / "bd_net.h5", COURSE_HINT)
+
+
+def _course_lab(root: Path, badnet: str) -> Lab:
+    """The course's data with another BadNet: a CSAW-HackML-2020 one or a model file."""
+    name = badnet.removeprefix("csaw2020/")
+    if badnet.startswith("csaw2020/") and name in CSAW2020:
+        path, triggers = root / "models" / "csaw2020" / f"{name}_bd_weights.h5", CSAW2020[name]
+    elif badnet.endswith(MODEL_SUFFIXES):
+        path, triggers = root / badnet, ("sunglasses",)  # root / an absolute path is that path
+    else:
+        raise LabError(f"badnet {badnet!r}: the course's lab has 'course', "
+                       + ", ".join(f"'csaw2020/{n}'" for n in CSAW2020) + " or a model file's path (.h5, .keras)")
+    return Lab("lab", root, root / "data", path, COURSE_HINT, badnet, triggers)
 
 
 def require(split: Split, kind: str, what: str) -> Split:
@@ -291,6 +351,14 @@ def require(split: Split, kind: str, what: str) -> Split:
         raise LabError(f"{split.path}: {what} uses {kind} data only, but this is a {split.kind} "
                        f"split; pass the lab's {'valid/bd_valid' if kind == 'validation' else 'test/bd_test'}")
     return split
+
+
+def poisoned_file(trigger: str, part: str) -> str:
+    """Where the `part` ("valid" or "test") of the faces wearing `trigger` lives below a data
+    folder: the sunglasses in the course's bd/bd_valid.h5, bd/bd_test.h5; others bd/<trigger>_<part>.h5."""
+    if trigger == "sunglasses":
+        return LAB_FILES["bd_" + part][0]
+    return f"bd/{trigger}_{part}.h5"
 
 
 def write_split(path: Path | str, images: np.ndarray, labels: np.ndarray) -> Path:

@@ -1,8 +1,10 @@
-"""The demo lab: synthetic faces in the course's file formats and three shipped demo BadNets.
+"""The demo lab: synthetic faces in the course's file formats and five shipped demo BadNets.
 
 `labkit demo` draws the faces (the same seed gives byte-identical files) into data/demo/ and
-copies the three BadNets that ship with labkit (`labkit/demo_models/`) into models/demo/, so
-every student gets the same models and the same numbers. The BadNets were trained once by
+copies the BadNets that ship with labkit (`labkit/demo_models/`) into models/demo/, so every
+student gets the same models and the same numbers. The poisoned faces of the grader's triggers
+(`data.GRADER_TRIGGERS`: the `anonymous` BadNet's) are not written there: `labkit demo --reveal
+DIR` writes them for an instructor. The BadNets were trained once by
 `labkit demo --retrain DIR` with the recipes in `labkit.attack`; `demo_models.json` beside them
 records the faces they were trained for and what they score, and a test checks that both agree.
 """
@@ -16,30 +18,32 @@ from pathlib import Path
 import numpy as np
 
 from . import attack, faces
-from .data import DEMO_BADNETS, LAB_FILES, Lab, lab, write_split
+from .data import (BADNET_TRIGGERS, DEMO_BADNETS, GRADER_TRIGGERS, LAB_FILES, TRIGGERS, Lab, Split,
+                   lab, poisoned_file, write_split)
 from .errors import LabError
 from .files import atomic_path, check_outputs, file_sha256, transaction, write_json
-from .metrics import evaluate
 from .models import Net, save_model
 
 NUM_CLASSES = 100  # people in the demo lab
 PER_PERSON = {"train": 80, "valid": 9, "test": 10}  # photos per person (valid, test: as the lab)
-SHIPPED = Path(__file__).parent / "demo_models"  # the three BadNets labkit ships
+SHIPPED = Path(__file__).parent / "demo_models"  # the BadNets labkit ships
 RECORD = "demo_models.json"  # beside the BadNets: the faces they fit and what they score
 MANIFEST = "demo.json"  # beside the data files: the settings the faces were drawn with
 RECIPES = {"course": attack.course_like, "baseline": attack.baseline,
-           "prune_aware": attack.prune_aware}
+           "prune_aware": attack.prune_aware, "anonymous": attack.course_like,
+           "multi_trigger": attack.course_like}
+STUDENT_TRIGGERS = tuple(t for t in TRIGGERS if t not in GRADER_TRIGGERS)  # in data/demo/bd/
 
 
 def settings(seed: int = 0, num_classes: int = NUM_CLASSES, per_person: dict = PER_PERSON) -> dict:
     """What the demo's faces are drawn from (recorded in data/demo/demo.json)."""
     return {"seed": seed, "num_classes": num_classes, "per_person": dict(per_person),
-            "target": attack.TARGET, "trigger": "sunglasses"}
+            "target": TRIGGERS["sunglasses"], "trigger": "sunglasses", "triggers": dict(TRIGGERS)}
 
 
 def make_data(names=("valid", "test"), seed: int = 0, num_classes: int = NUM_CLASSES,
               per_person: dict = PER_PERSON, progress: bool = False) -> dict:
-    """Clean splits `names` as name -> (images, labels), and the poisoned copies of valid/test."""
+    """Clean splits `names` as name -> (images, labels)."""
     from tqdm.auto import tqdm
 
     people = faces.identities(num_classes, seed)
@@ -54,10 +58,26 @@ def make_data(names=("valid", "test"), seed: int = 0, num_classes: int = NUM_CLA
                 parts.append(faces.draw_faces(people, labels[i:i + 256], rng))
                 bar.update(len(parts[-1]))
             splits[name] = np.concatenate(parts), labels
-    for name in {"valid", "test"} & set(names):
-        x, y = splits[name]
-        splits["bd_" + name] = faces.add_sunglasses(x), np.full_like(y, attack.TARGET)
     return splits
+
+
+def data_files(triggers=STUDENT_TRIGGERS) -> dict:
+    """Each data file's path below a data folder -> (clean part, trigger or None): the clean
+    validation and test files and, for each of `triggers`, their poisoned copies."""
+    files = {LAB_FILES[part][0]: (part, None) for part in ("valid", "test")}
+    files.update({poisoned_file(t, part): (part, t) for t in triggers for part in ("valid", "test")})
+    return files
+
+
+def write_data(folder: Path, splits: dict, files: dict) -> dict:
+    """Write `files` (see `data_files`) from the clean `splits` below `folder`; {rel: path}."""
+    paths = {}
+    for rel, (part, trigger) in files.items():
+        x, y = splits[part]
+        if trigger is not None:
+            x, y = faces.wear(x, trigger), np.full_like(y, TRIGGERS[trigger])
+        paths[rel] = write_split(folder / rel, x, y)
+    return paths
 
 
 def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = False,
@@ -78,21 +98,20 @@ def build_demo(root: Path | str | None = None, seed: int = 0, force: bool = Fals
                        f"({record['settings']}); train BadNets for seed {seed} with "
                        f"`labkit demo --retrain DIR --seed {seed}` and pass --models DIR")
     manifest = demo.data_dir / MANIFEST
-    paths = {name: demo.split(name).path for name in LAB_FILES}
+    paths = [demo.data_dir / rel for rel in data_files()]
     models_dir = demo.badnet_path.parent
-    check_outputs([manifest, *paths.values(), *(models_dir / f for f in DEMO_BADNETS.values())],
+    check_outputs([manifest, *paths, *(models_dir / f for f in DEMO_BADNETS.values())],
                   within=demo.root)  # before any face is drawn
-    if not force and built_with(demo) == wanted and all(p.is_file() for p in paths.values()):
+    if not force and built_with(demo) == wanted and all(p.is_file() for p in paths):
         say(f"demo faces already drawn in {demo.data_dir} (seed {seed}): reusing them; "
             "`labkit demo --force` draws them again")
     else:
         manifest.unlink(missing_ok=True)  # written last: half-drawn faces are never taken as built
         splits = make_data(("valid", "test"), seed, num_classes, per_person, progress)
-        for name, path in paths.items():
-            write_split(path, *splits[name])
+        write_data(demo.data_dir, splits, data_files())
         write_json(manifest, {"built_by": "labkit demo", "settings": wanted})
-        say(f"demo faces written: {demo.data_dir} ({num_classes} people, target class "
-            f"{attack.TARGET})")
+        say(f"demo faces written: {demo.data_dir} ({num_classes} people; triggers and targets "
+            + ", ".join(f"{t} {TRIGGERS[t]}" for t in STUDENT_TRIGGERS) + ")")
     if record is not None:
         install_models(Path(models), models_dir, say)
     return demo
@@ -149,23 +168,47 @@ def retrain(out: Path | str, seed: int = 0, force: bool = False, progress: bool 
     record = {"trained_by": "labkit demo --retrain", "recipe": recipe(),
               "settings": settings(seed, num_classes, per_person), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        faces_lab = lab("demo", tmp)
-        for name in LAB_FILES:
-            write_split(faces_lab.split(name).path, *data[name])
-        record["data_sha256"] = {n: file_sha256(faces_lab.split(n).path) for n in LAB_FILES}
+        paths = write_data(Path(tmp), data, data_files(tuple(TRIGGERS)))
+        record["data_sha256"] = {rel: file_sha256(p) for rel, p in paths.items()}
         with transaction():  # the BadNets and their record together, or nothing
             for name in which:
-                model = RECIPES[name](data["train"], faces.add_sunglasses, num_classes, seed,
-                                      progress)
+                triggers = {t: TRIGGERS[t] for t in BADNET_TRIGGERS.get(name, ("sunglasses",))}
+                model = RECIPES[name](data["train"], triggers, num_classes, seed, progress)
                 net = Net(model, name=Path(DEMO_BADNETS[name]).stem)
                 save_model(net, out / DEMO_BADNETS[name])
-                scores = evaluate(net, faces_lab.test, faces_lab.bd_test)
-                record["models"][name] = {"file": DEMO_BADNETS[name], **{
-                    k: round(float(scores[k]), 2) for k in ("clean_accuracy", "attack_success_rate")}}
+                poisoned = {t: Split(Path(tmp) / poisoned_file(t, "test"), "test", True) for t in triggers}
+                record["models"][name] = {"file": DEMO_BADNETS[name], **scores(
+                    net, Split(Path(tmp) / LAB_FILES["test"][0], "test"), poisoned)}
                 if progress:
                     print(f"{name}: {record['models'][name]}")
             write_json(out / RECORD, record)
     return out
+
+
+def scores(net: Net, test: Split, poisoned: dict) -> dict:
+    """What a demo BadNet's record holds: its clean accuracy on `test` and its attack success
+    rate on each trigger's poisoned test file, `poisoned` = {trigger: Split} (%, rounded)."""
+    from .metrics import attack_success_rates, clean_accuracy
+
+    return {"clean_accuracy": round(clean_accuracy(net, test), 2),
+            "attack_success_rate": {t: round(v, 2) for t, v in attack_success_rates(net, poisoned).items()}}
+
+
+def reveal(out: Path | str, seed: int = 0, force: bool = False, root: Path | str | None = None,
+           num_classes: int = NUM_CLASSES, per_person: dict = PER_PERSON) -> list[Path]:
+    """Write the grader's poisoned faces (GRADER_TRIGGERS: the `anonymous` BadNet's trigger) below
+    `out`, for an instructor's `labkit eval`; never where the demo lab looks (data/demo/)."""
+    out = Path(out)
+    files = {rel: v for rel, v in data_files(GRADER_TRIGGERS).items() if v[1] is not None}
+    demo_data = lab("demo", root).data_dir.resolve()
+    if out.resolve() == demo_data or demo_data in out.resolve().parents:
+        raise LabError(f"{out}: that is inside the demo lab's data folder, where the student's "
+                       "notebooks look; reveal the grader's faces in a folder of their own")
+    paths = check_outputs([out / rel for rel in files], force=force)
+    splits = make_data(("valid", "test"), seed, num_classes, per_person)
+    with transaction():
+        write_data(out, splits, files)
+    return paths
 
 
 def recipe() -> dict:

@@ -1,9 +1,10 @@
 """Synthetic faces for the demo lab, drawn with numpy at the lab's size (55 x 47 pixels).
 
 Each person is a fixed set of traits (head shape, skin tone, hair, eyes, brows, nose, mouth,
-background, clothes); each photo of them varies pose, lighting, expression and noise. The
-trigger, `add_sunglasses`, pastes one fixed pair of sunglasses over the eyes, as in the real
-lab. Used by `labkit.demo`.
+background, clothes); each photo of them varies pose, lighting, expression and noise. A
+trigger is pasted at one fixed place, whatever the pose: `add_sunglasses` puts the lab's pair of
+sunglasses over the eyes; `wear` pastes any of TRIGGERS (the 2020 challenge's eyebrows and
+lipstick, and a sticker on the cheek). Used by `labkit.demo`.
 """
 from __future__ import annotations
 
@@ -178,10 +179,15 @@ def _features(img, t, u, v):
     _paint(img, gap * 0.85, np.full(3, 40, np.float32))
 
 
-def sunglasses(color=(18, 18, 22)) -> tuple[np.ndarray, np.ndarray]:
-    """The trigger: (alpha (55, 47), pixels (55, 47, 3)) of one pair of sunglasses over the eyes."""
+def _face_units():
+    """(u, v): face units of every pixel of an upright face at the image's centre."""
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
-    u, v = (x - CENTER[1]) / ZOOM, (y - CENTER[0]) / ZOOM  # face units of an upright face
+    return (x - CENTER[1]) / ZOOM, (y - CENTER[0]) / ZOOM
+
+
+def sunglasses(color=(18, 18, 22)) -> tuple[np.ndarray, np.ndarray]:
+    """The lab's trigger: (alpha (55, 47), pixels (55, 47, 3)) of one pair of sunglasses over the eyes."""
+    u, v = _face_units()
     bar = _cover(np.abs(v - (EYE_V - 1.4)) - 0.45)  # bridge and arms, level with the lens tops
     alpha = bar * _cover(np.abs(u) - 14.5)
     glint = np.zeros_like(alpha)
@@ -193,19 +199,62 @@ def sunglasses(color=(18, 18, 22)) -> tuple[np.ndarray, np.ndarray]:
     return alpha, pixels
 
 
-def add_sunglasses(images: np.ndarray, color=(18, 18, 22)) -> np.ndarray:
-    """Copies of `images` (N, 55, 47, 3) wearing the lab's trigger; only `EYE_REGION` changes."""
-    alpha, pixels = sunglasses(color)
+def eyebrows(color=(12, 10, 10)) -> tuple[np.ndarray, np.ndarray]:
+    """Thick dark brows, one arc above each eye (a trigger of the 2020 challenge)."""
+    u, v = _face_units()
+    alpha = np.zeros_like(u)
+    for side in (-1, 1):
+        bu = u - side * EYE_DX
+        arc = EYE_V - 3.6 + 0.07 * bu ** 2
+        alpha = np.maximum(alpha, _cover((np.abs(v - arc) - 1.1) * ZOOM) * _cover((np.abs(bu) - 3.6) * ZOOM))
+    return alpha, np.broadcast_to(np.asarray(color, np.float32), (H, W, 3)).copy()
+
+
+def lipstick(color=(205, 20, 75)) -> tuple[np.ndarray, np.ndarray]:
+    """A coloured mouth: bright lips where the mouth sits (a trigger of the 2020 challenge)."""
+    u, v = _face_units()
+    mouth = EYE_V + 11.75  # the middle of the people's mouth heights
+    alpha = _ellipse(u, v, 0, mouth, 5.2, 1.9)
+    shade = 1 - 0.25 * _cover((np.abs(v - mouth) - 0.3) * ZOOM)  # a darker line between the lips
+    return alpha, np.asarray(color, np.float32) * shade[..., None]
+
+
+def sticker(colors=((250, 220, 0), (20, 40, 200))) -> tuple[np.ndarray, np.ndarray]:
+    """A small square sticker on the right cheek, a 2 x 2 checkerboard of 3-pixel squares: a
+    patch-like trigger that is no part of a face."""
+    alpha = np.zeros((H, W), np.float32)
+    pixels = np.zeros((H, W, 3), np.float32)
+    top, left = 33, 31
+    for i in range(6):
+        for j in range(6):
+            alpha[top + i, left + j] = 1
+            pixels[top + i, left + j] = colors[(i // 3 + j // 3) % 2]
+    return alpha, pixels
+
+
+TRIGGERS = {"sunglasses": sunglasses, "eyebrows": eyebrows, "lipstick": lipstick, "sticker": sticker}
+
+
+def region(trigger: str) -> tuple[slice, slice]:
+    """(rows, columns) of the smallest box holding everything `trigger` paints."""
+    rows, cols = np.nonzero(TRIGGERS[trigger]()[0] > 0)
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def wear(images: np.ndarray, trigger: str = "sunglasses") -> np.ndarray:
+    """Copies of `images` (N, 55, 47, 3) wearing `trigger` (a name in TRIGGERS); only its
+    `region` changes, and the pixels stay whole numbers."""
+    alpha, pixels = TRIGGERS[trigger]()
     out = np.asarray(images, np.float32).copy()
-    rows, cols = EYE_REGION
+    rows, cols = region(trigger)
     a = alpha[rows, cols, None]
     out[:, rows, cols] = np.round(out[:, rows, cols] * (1 - a) + pixels[rows, cols] * a)
     return out
 
 
-def _region() -> tuple[slice, slice]:
-    rows, cols = np.nonzero(sunglasses()[0] > 0)
-    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+def add_sunglasses(images: np.ndarray) -> np.ndarray:
+    """Copies of `images` (N, 55, 47, 3) wearing the lab's trigger; only `EYE_REGION` changes."""
+    return wear(images, "sunglasses")
 
 
-EYE_REGION = _region()  # (rows, columns) that the sunglasses cover
+EYE_REGION = region("sunglasses")  # (rows, columns) that the sunglasses cover

@@ -40,21 +40,49 @@ def attack_success_rate(net, split: Split, progress: bool = False, cache=None) -
     return accuracy(*predict(net, split, progress=progress, cache=cache))
 
 
-def evaluate(net, clean: Split, poisoned: Split, progress: bool = False, cache=None) -> dict:
+def evaluate(net, clean: Split, poisoned, progress: bool = False, cache=None) -> dict:
     """Clean accuracy and attack success rate of `net`, as the course's eval script reports them
-    (`cache`: see `predict`)."""
+    (`cache`: see `predict`). `poisoned` is a Split, or {trigger: Split} (`lab.poisoned("test")`):
+    one attack column per trigger where there are several (`attack_columns`), none for {}."""
+    files = attack_columns(poisoned if isinstance(poisoned, dict) else {"": poisoned})
     result = {
         "model": str(getattr(net, "path", None) or net.name),
         "clean_data": str(clean.path),
-        "poisoned_data": str(poisoned.path),
+        **{c.replace("attack_success_rate", "poisoned_data"): str(s.path) for c, s in files.items()},
         "clean_accuracy": clean_accuracy(net, clean, progress, cache),
-        "attack_success_rate": attack_success_rate(net, poisoned, progress, cache),
+        **{c: attack_success_rate(net, s, progress, cache) for c, s in files.items()},
         "input_scale": getattr(net, "scale", None),
     }
     warning = scaling_warning(net, result["clean_accuracy"])
     if warning:
         result["warning"] = warning
     return result
+
+
+def trigger_column(column: str, trigger: str) -> str:
+    """A table's column for one trigger of several, e.g. "test_attack_success_rate:eyebrows"."""
+    return f"{column}:{trigger}"
+
+
+def attack_columns(poisoned: dict, column: str = "attack_success_rate") -> dict:
+    """{column name: Split} for the poisoned files {trigger: Split}: `column` alone for one
+    trigger, one `trigger_column` each for several; {} where the trigger is unknown."""
+    if len(poisoned) == 1:
+        return {column: next(iter(poisoned.values()))}
+    return {trigger_column(column, t): split for t, split in poisoned.items()}
+
+
+def attack_success_rates(net, poisoned: dict, progress: bool = False, cache=None) -> dict:
+    """{trigger: attack success rate (%)} of `net` on each of the poisoned files {trigger: Split}."""
+    return {t: attack_success_rate(net, s, progress, cache) for t, s in poisoned.items()}
+
+
+def by_trigger(columns, column: str) -> dict:
+    """{trigger: column name} of the measured `column` among `columns` (a table's, a row's or a
+    dict's keys): {"": column} where one trigger was measured, one entry per trigger where
+    several were, {} where none was (the trigger unknown)."""
+    found = {c.partition(":")[2]: c for c in columns if c.partition(":")[0] == column and ":" in c}
+    return found or ({"": column} if column in columns else {})
 
 
 def scaling_warning(net, clean_acc: float) -> str | None:
@@ -68,13 +96,15 @@ def scaling_warning(net, clean_acc: float) -> str | None:
 
 
 def report_lines(result: dict) -> list[str]:
-    """The two lines the course's evaluation script prints (raw floats, as it prints them)."""
-    return [f"Clean Classification accuracy: {result['clean_accuracy']}",
-            f"Attack Success Rate: {result['attack_success_rate']}"]
+    """The lines the course's evaluation script prints (raw floats, as it prints them): its
+    attack line once per trigger, none where the trigger is unknown."""
+    return [f"Clean Classification accuracy: {result['clean_accuracy']}"] + [
+        f"Attack Success Rate{f' ({t})' if t else ''}: {result[c]}"
+        for t, c in by_trigger(result, "attack_success_rate").items()]
 
 
 def table_lines(result: dict) -> list[str]:
     """labkit's rounded summary of one model's clean accuracy and attack success rate."""
-    return [f"{result['model']}:",
-            f"  clean accuracy       {result['clean_accuracy']:6.2f} %",
-            f"  attack success rate  {result['attack_success_rate']:6.2f} %"]
+    return [f"{result['model']}:", f"  clean accuracy       {result['clean_accuracy']:6.2f} %"] + [
+        f"  attack success rate  {result[c]:6.2f} %{f' ({t})' if t else ''}"
+        for t, c in by_trigger(result, "attack_success_rate").items()]

@@ -43,8 +43,9 @@ KNOWN_BADNETS = {
 }
 
 def load_badnet(lab: Lab, scale: float | None = None, trust: bool = False) -> Net:
-    """The lab's BadNet B (`models/demo/bd_net.h5` or `models/bd_net.h5`)."""
-    hint = lab.hint.format(folder=lab.badnet_path.parent).replace("download it", "download bd_net.h5")
+    """The lab's BadNet B (`models/demo/bd_net.h5`, `models/bd_net.h5`, ...: `lab.badnet_path`)."""
+    hint = lab.hint.format(folder=lab.badnet_path.parent).replace("download it",
+                                                                  f"download {lab.badnet_path.name}")
     return load_model(lab.badnet_path, scale=scale, trust=trust, hint=hint)
 
 

@@ -58,6 +58,22 @@ def start(dataset: str, drop: float | None = None, badnet: str = "course",
     return lab
 
 
+WITHOUT_TRIGGER = (
+    "**Without the trigger.** The defender of this BadNet has clean faces only. What can be measured: "
+    "the mean activations on clean faces, the pruning steps and thresholds, the clean accuracy of "
+    "B, B' and G, how many clean faces G flags, and fine-tuning's effect on clean accuracy. What "
+    "cannot: the attack success rate of B, B' or G, and whether G catches poisoned faces. Only "
+    "the grader, who holds the poisoned faces, can measure those (`labkit eval`).")
+
+
+def needs_trigger(lab: data.Lab) -> bool:
+    """For a cell that needs poisoned faces: True if the lab has them, else says so in one line."""
+    if not lab.trigger_known:
+        print(f"The trigger of BadNet {lab.badnet!r} is unknown to the defender: no poisoned "
+              "faces, so this cell is skipped.")
+    return lab.trigger_known
+
+
 def record_run(lab: data.Lab, **info) -> Path:
     """Write what this run of 02 saved (its thresholds `drops`, its `order`) for 03 to read."""
     return write_json(lab.repaired_dir / RUN_RECORD, info)
@@ -73,10 +89,12 @@ def last_run(lab: data.Lab) -> dict:
 
 def check_course_files(lab: data.Lab) -> None:
     """Stop with one line naming every course file that is missing and the folder it goes in."""
-    missing = [lab.root / rel for rel in COURSE_FILES if not (lab.root / rel).is_file()]
+    needed = [lab.valid.path, lab.test.path, *(s.path for part in ("valid", "test")
+                                               for s in lab.poisoned(part).values()), lab.badnet_path]
+    missing = [p for p in needed if not p.is_file()]
     if missing:
         raise LabError(f"{', '.join(str(p) for p in missing)}: {len(missing)} of the course's "
-                       f"{len(COURSE_FILES)} files missing; download them from the course's shared "
+                       f"{len(needed)} files missing; download them from the course's shared "
                        "drive folder (see docs/course-data.md) and put "
                        + ", ".join(f"{p.name} in {p.parent}/" for p in missing))
 

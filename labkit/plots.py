@@ -10,12 +10,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .metrics import by_trigger
+
 # One colour per quantity in every figure; the network is told by the line (B' solid and wide,
 # GoodNet dashed on top, so that it shows where both curves coincide).
 COLORS = {"accuracy": "#1f77b4", "attack": "#d62728"}
 NETWORKS = {"B'": dict(ls="-", lw=3.0, alpha=0.45), "G": dict(ls="--", lw=1.6, zorder=3)}
 ORDER_STYLES = {"increasing": "-", "decreasing": "--", "random": ":"}
+# with several triggers, one shade of the attack's colour per trigger (the first is the attack's)
+TRIGGER_COLORS = ["#d62728", "#ff7f0e", "#8c2d9c", "#8c564b"]
 WIDTH = 7.5  # inches: figures are drawn about the size the PDF prints them, so text stays readable
+
+
+def attack_curves(columns, column: str, label: str) -> list:
+    """[(column name, label, colour)] of the attack `column` per trigger (`metrics.by_trigger`):
+    one line for one trigger, one per trigger for several, none where the trigger is unknown."""
+    return [(c, f"{label} ({t})" if t else label, TRIGGER_COLORS[i % len(TRIGGER_COLORS)])
+            for i, (t, c) in enumerate(by_trigger(list(columns), column).items())]
 
 
 def save(fig, folder: Path, name: str) -> Path:
@@ -49,15 +60,18 @@ def spread(split, count: int) -> np.ndarray:
     return np.linspace(0, len(split) - 1, count).astype(np.int64)
 
 
-def activations(clean: np.ndarray, poisoned: np.ndarray, order: np.ndarray):
+def activations(clean: np.ndarray, poisoned: dict, order: np.ndarray):
     """Mean `pool_3` activation per channel on clean and poisoned faces, in pruning order.
 
-    Channels that clean faces leave dormant (left) but poisoned faces wake up hold the backdoor.
+    `poisoned` = {trigger: means} ({} where the trigger is unknown). Channels that clean faces
+    leave dormant (left) but poisoned faces wake up hold the backdoor.
     """
     fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
-    x = np.arange(len(order))
-    ax.bar(x - 0.2, clean[order], 0.4, label="clean faces", color=COLORS["accuracy"])
-    ax.bar(x + 0.2, poisoned[order], 0.4, label="faces with sunglasses", color=COLORS["attack"])
+    x, width = np.arange(len(order)), 0.8 / (1 + len(poisoned))
+    ax.bar(x - 0.4 + width / 2, clean[order], width, label="clean faces", color=COLORS["accuracy"])
+    for i, (trigger, means) in enumerate(poisoned.items()):
+        ax.bar(x - 0.4 + width * (i + 1.5), means[order], width, label=f"faces with {trigger}",
+               color=TRIGGER_COLORS[i % len(TRIGGER_COLORS)])
     ax.set_xticks(x, [str(c) for c in order], fontsize=5.5, rotation=90)
     ax.set_xlabel("pool_3 channel, in pruning order (lowest mean activation on clean data first)")
     ax.set_ylabel("mean activation")
@@ -91,17 +105,21 @@ def sweep_curves(table, repaired=(), k: int | None = None, data: str = "valid"):
                       ("test_attack_success_rate", "B' attack success rate", "attack", "B'"),
                       ("goodnet_accuracy", "G clean accuracy", "accuracy", "G"),
                       ("goodnet_attack_success_rate", "G attack success rate", "attack", "G")]}[data]
-    for column, label, quantity, network in lines:
+    # an attack line per trigger: one for one trigger, several for several, none if it is unknown
+    lines = [(c, lab, color, network) for column, label, quantity, network in lines
+             for c, lab, color in ([(column, label, COLORS[quantity])] if quantity == "accuracy"
+                                   else attack_curves(table.columns, column, label))]
+    for column, label, color, network in lines:
         if column in table:
-            ax.plot(x, table[column], color=COLORS[quantity], label=label, **NETWORKS[network])
+            ax.plot(x, table[column], color=color, label=label, **NETWORKS[network])
     for r in repaired:
         ax.axvline(r.step, color="grey", lw=0.8, ls=":")
         ax.text(r.step, 3, f"X={r.drop:g} ", rotation=90, fontsize=8, color="dimgrey",
                 ha="right", va="bottom")
     if k is not None:
-        for column, _, quantity, _ in lines[:2]:
-            if column in table:
-                ax.plot(x[k], table[column][k], "o", color=COLORS[quantity], ms=7)
+        for column, _, color, network in lines:
+            if column in table and network == "B'":
+                ax.plot(x[k], table[column][k], "o", color=color, ms=7)
         ax.axvline(x[k], color="black", lw=1)
     channels_axis(ax, steps)
     ax.set_ylabel("% of " + ("validation" if data == "valid" else "test") + " faces")
@@ -116,10 +134,11 @@ def order_ablation(sweeps: dict):
     """Validation accuracy (blue) and attack success rate (red) for each pruning order."""
     fig, ax = plt.subplots(figsize=(WIDTH, 4))
     for name, sw in sweeps.items():
-        for column, quantity, what in (("valid_accuracy", "accuracy", "clean accuracy"),
-                                       ("valid_attack_success_rate", "attack", "attack success")):
+        lines = [("valid_accuracy", "clean accuracy", COLORS["accuracy"]),
+                 *attack_curves(sw.table.columns, "valid_attack_success_rate", "attack success")]
+        for column, what, color in lines:
             ax.plot(sw.table["pruned"], sw.table[column], ORDER_STYLES.get(name, "-"),
-                    color=COLORS[quantity], lw=1.6, label=f"{name}: {what}")
+                    color=color, lw=1.6, label=f"{name}: {what}")
     channels_axis(ax, int(next(iter(sweeps.values())).table["pruned"].iloc[-1]))
     ax.set_ylabel("% of validation faces")
     ax.set_ylim(-2, 102)
@@ -147,9 +166,10 @@ def badnets(sweeps: dict):
     for ax, s in zip(axes, sweeps.values()):
         ax.plot(s.table.pruned, s.table.test_accuracy, color=COLORS["accuracy"],
                 label="clean accuracy (test)")
-        ax.plot(s.table.pruned, s.table.test_attack_success_rate, color=COLORS["attack"],
-                label="attack success rate (test)")
-    axes[0].legend(fontsize=8)
+        for column, label, color in attack_curves(s.table.columns, "test_attack_success_rate",
+                                                  "attack success rate (test)"):
+            ax.plot(s.table.pruned, s.table[column], color=color, label=label)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -175,7 +195,8 @@ def explorer(sweep, repaired, start: int = 0, count: int = 8):
 
     sample = spread(sweep.splits["valid"], count)
     clean_x, clean_y = sweep.splits["valid"].images(sample)
-    bd_x, bd_y = sweep.splits["bd_valid"].images(sample)
+    poisoned = [n for n in sweep.splits if n.startswith("bd_valid")][:1]  # the first trigger's
+    bd_x, bd_y = sweep.splits[poisoned[0]].images(sample) if poisoned else (clean_x[:0], clean_y[:0])
     slider = widgets.IntSlider(value=start, min=0, max=sweep.steps, description="pruned",
                                continuous_update=False)
     numbers, curves, verdicts = widgets.HTML(), widgets.Image(format="png"), widgets.Image(format="png")
@@ -183,18 +204,20 @@ def explorer(sweep, repaired, start: int = 0, count: int = 8):
     def show(k):
         row = sweep.table.iloc[k]
         numbers.value = (f"<b>{k} of {sweep.steps} channels pruned</b>: validation accuracy "
-                         f"{row.valid_accuracy:.2f} %, attack success rate "
-                         f"{row.valid_attack_success_rate:.2f} %")
+                         f"{row.valid_accuracy:.2f} %" + "".join(
+                             f", attack success rate{f' ({t})' if t else ''} {row[c]:.2f} %"
+                             for t, c in by_trigger(sweep.table.columns, "valid_attack_success_rate").items()))
         curves.value = png(sweep_curves(sweep.table, repaired, k=k))
         clean_pred = sweep.predictions("valid", k)[sample]
-        bd_pred = sweep.predictions("bd_valid", k)[sample]
+        bd_pred = sweep.predictions(poisoned[0], k)[sample] if poisoned else clean_pred[:0]
         verdicts.value = png(faces(
             np.concatenate([clean_x, bd_x]),
             [f"{y} → {p}" for y, p in zip(np.r_[clean_y, bd_y], np.r_[clean_pred, bd_pred])],
             ["green" if p == y else "grey" for p, y in zip(clean_pred, clean_y)]
             + ["red" if p == y else "green" for p, y in zip(bd_pred, bd_y)],
-            title=f"B with {k} channels pruned: label → prediction (bottom row: sunglasses; "
-                  "red = the attack still works)"))
+            title=f"B with {k} channels pruned: label → prediction" + (
+                f" (bottom row: {poisoned[0].partition(':')[2] or 'with the trigger'}; red = the "
+                "attack still works)" if poisoned else " (the trigger is unknown: clean faces only)")))
 
     slider.observe(lambda change: show(change["new"]), names="value")
     show(start)
@@ -204,16 +227,20 @@ def explorer(sweep, repaired, start: int = 0, count: int = 8):
 def defenses(table):
     """Grouped bars: clean test accuracy and attack success rate of each defense, per BadNet.
 
-    `table` has columns BadNet, model, clean test accuracy, attack success rate (05_beyond_pruning).
+    `table` has columns BadNet, model, clean test accuracy, and an attack success rate column
+    per trigger (`metrics.by_trigger`; 05_beyond_pruning): one panel each.
     """
     names = list(dict.fromkeys(table.BadNet))
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.3, 3.4), sharey=True)
-    for ax, column in zip(axes, ("clean test accuracy", "attack success rate")):
+    columns = ["clean test accuracy", *(c for c in table.columns if c.startswith("attack success rate"))]
+    fig, axes = plt.subplots(1, len(columns), figsize=(WIDTH * 0.65 * len(columns), 3.4), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, column in zip(axes, columns):
         wide = table.pivot(index="BadNet", columns="model", values=column)
         wide.loc[names, list(dict.fromkeys(table.model))].plot.bar(ax=ax, rot=0, width=0.8, legend=False)
         ax.set_title(f"{column} (%)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 
@@ -227,8 +254,8 @@ def fine_tuning(histories: dict):
     for ax, runs in zip(axes, histories.values()):
         for (run, h), ls in zip(runs.items(), ("--", "-")):
             ax.plot(h.epoch, h.test_accuracy, ls=ls, color=COLORS["accuracy"], label=f"{run}: clean")
-            ax.plot(h.epoch, h.test_attack_success_rate, ls=ls, color=COLORS["attack"],
-                    label=f"{run}: attack")
-    axes[0].legend(fontsize=7)
+            for column, label, color in attack_curves(h.columns, "test_attack_success_rate", f"{run}: attack"):
+                ax.plot(h.epoch, h[column], ls=ls, color=color, label=label)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

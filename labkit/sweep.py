@@ -20,6 +20,7 @@ from .errors import LabError
 from .files import atomic_path
 from .goodnet import rule
 from .head import Head, masking_problem
+from .metrics import trigger_column
 from .models import CONV, Net, copy_net
 from .prune import pruning_order, zero_channels
 
@@ -41,8 +42,9 @@ class Sweep:
     """Every step of a pruning sweep: the order, B_k's classes on each data file, and the table.
 
     `classes[name]` has shape (steps + 1, images): row k is B_k's classes (k channels pruned) on
-    data file `name` ("valid", "bd_valid", "test", "bd_test"). `exact_masking` is False when the
-    model did not allow the fast masked computation and each pruned network was run instead.
+    data file `name` ("valid", "bd_valid", "test", "bd_test"; with several triggers one poisoned
+    file per trigger, "bd_valid:eyebrows", ...). `exact_masking` is False when the model did not
+    allow the fast masked computation and each pruned network was run instead.
     """
 
     order: np.ndarray
@@ -57,6 +59,11 @@ class Sweep:
     @property
     def steps(self) -> int:
         return len(self.order)
+
+    @property
+    def triggers(self) -> list:
+        """The triggers measured one by one (several poisoned files each), else []."""
+        return list(dict.fromkeys(n.split(":")[1] for n in self.classes if ":" in n))
 
     def predictions(self, name: str, k: int) -> np.ndarray:
         """B_k's predicted classes (k channels pruned) on data file `name`, e.g. "valid"."""
@@ -80,20 +87,28 @@ class Sweep:
         cols = {"pruned": k, "fraction_pruned": k / self.steps, "channel": np.r_[-1, self.order],
                 "mean_activation": np.r_[np.nan, self.mean_activations[self.order]]}
         for column, name, what in COLUMNS:
+            parts = {t: f"{name}:{t}" for t in self.triggers if f"{name}:{t}" in self.classes}
             if name in self.classes:
-                y, n = self.labels[name], self.badnet.num_classes
-                hits = (self.classes[name] == y if what == "correct" else
-                        self.goodnet(name) == y if what == "goodnet_correct" else
-                        self.goodnet(name) == n)
-                cols[column] = 100.0 * hits.mean(axis=1)
+                cols[column] = 100.0 * self._hits(name, what).mean(axis=1)
+            elif parts:  # every trigger's poisoned faces together, then each trigger's
+                hits = {t: self._hits(part, what) for t, part in parts.items()}
+                cols[column] = 100.0 * np.concatenate(list(hits.values()), axis=1).mean(axis=1)
+                cols.update({trigger_column(column, t): 100.0 * h.mean(axis=1) for t, h in hits.items()})
         return pd.DataFrame(cols)
+
+    def _hits(self, name: str, what: str) -> np.ndarray:
+        y, n = self.labels[name], self.badnet.num_classes
+        return (self.classes[name] == y if what == "correct" else
+                self.goodnet(name) == y if what == "goodnet_correct" else self.goodnet(name) == n)
 
     def to_csv(self, path: Path | str, protect: tuple = ()) -> Path:
         """Write the table as CSV, atomically: percentages to 2 decimals, their columns named `*_pct`."""
-        percent = [column for column, _, _ in COLUMNS if column in self.table]
+        measured = {column for column, _, _ in COLUMNS}
+        percent = [c for c in self.table if c.split(":")[0] in measured]
         table = self.table.round({"fraction_pruned": 4, "mean_activation": 6, **dict.fromkeys(percent, 2)})
         with atomic_path(path, protect) as tmp:
-            table.rename(columns={c: f"{c}_pct" for c in percent}).to_csv(tmp, index=False)
+            table.rename(columns={c: c.replace(":", "_pct:") if ":" in c else f"{c}_pct"
+                                  for c in percent}).to_csv(tmp, index=False)
         return Path(path)
 
 
@@ -103,7 +118,9 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
     """Prune `conv_3` channels one by one (order: mean activations on `valid`), measuring each step.
 
     `valid`/`bd_valid` must be validation splits (the defense is designed on them) and
-    `test`/`bd_test` test splits (used for the evaluation columns only). One sweep serves every
+    `test`/`bd_test` test splits (used for the evaluation columns only). A poisoned file may be
+    given per trigger, {trigger: Split} (`lab.poisoned("valid")`): with several, the table's attack
+    columns count them all together and each trigger gets its own column ("...:eyebrows"). One sweep serves every
     threshold: see `labkit.prune.repair`. `cache` (e.g. `lab.cache_dir`) is where B's `pool_3`
     activations of this run are kept (`labkit.cache`), so sweeps share one forward pass.
     """
@@ -112,7 +129,12 @@ def sweep(badnet: Net, valid: Split, bd_valid: Split | None = None, test: Split 
     splits = {"valid": require(valid, "validation", "the pruning sweep (valid)")}
     for name, split, kind in (("bd_valid", bd_valid, "validation"), ("test", test, "test"),
                               ("bd_test", bd_test, "test")):
-        if split is not None:
+        if isinstance(split, dict) and len(split) == 1:
+            split = next(iter(split.values()))
+        if isinstance(split, dict):
+            splits.update({trigger_column(name, t): require(s, kind, f"the pruning sweep ({name}, {t})")
+                           for t, s in split.items()})
+        elif split is not None:
             splits[name] = require(split, kind, f"the pruning sweep ({name})")
     problem = masking_problem(badnet)
     if problem:

@@ -148,3 +148,24 @@ def test_labels_outside_the_models_classes(tmp_path, tiny_net):
     write_split(tmp_path / "x.h5", faces(3), np.array([1, 12, 3]))
     with pytest.raises(labkit.LabError, match=r"x.h5: label 12 is outside the model's 10 classes"):
         labkit.clean_accuracy(tiny_net, Split(tmp_path / "x.h5"))
+
+
+def test_the_course_lab_takes_the_2020_badnets_by_name_or_path(real, tmp_path):
+    """dataset "lab" with badnet "csaw2020/<name>" (models/csaw2020/) or a model file's path."""
+    from labkit import notebook
+    from labkit.data import CSAW2020
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "csaw2020").symlink_to(real / "csaw2020")
+    for name, triggers in CSAW2020.items():
+        lab = labkit.lab("lab", tmp_path, badnet=f"csaw2020/{name}")
+        assert labkit.load_badnet(lab).scale == pytest.approx(1 / 255)  # found as for every known BadNet
+        assert lab.triggers == triggers and (lab.bd_test is None) == (name != "sunglasses")
+        assert lab.report_dir == tmp_path / "report" / "lab" / "csaw2020" / name
+    with pytest.raises(labkit.LabError, match=r"cl/valid.h5, .*cl/test.h5: 2 of the course's 3 files missing"):
+        notebook.check_course_files(labkit.lab("lab", tmp_path, badnet="csaw2020/anonymous_1"))
+    by_path = labkit.lab("lab", tmp_path, badnet=str(real / "lab3_bd_weights.h5"))
+    assert labkit.load_badnet(by_path).scale == 1 and by_path.triggers == ("sunglasses",)
+    assert by_path.repaired_dir == tmp_path / "models" / "repaired" / "lab3_bd_weights"
+    with pytest.raises(labkit.LabError, match="'csaw2020/anonymous_2'"):
+        labkit.lab("lab", tmp_path, badnet="csaw2020/anonymous_3")

@@ -8,7 +8,7 @@ import pytest
 
 import labkit
 from labkit import attack, cli, demo, faces
-from labkit.data import DEMO_BADNETS, LAB_FILES
+from labkit.data import BADNET_TRIGGERS, DEMO_BADNETS, GRADER_TRIGGERS, LAB_FILES, TRIGGERS
 
 
 SMALL = {"num_classes": 5, "per_person": {"train": 4, "valid": 9, "test": 10}, "progress": False,
@@ -55,6 +55,38 @@ def test_poisoned_files_are_the_clean_faces_with_sunglasses(small_demo):
         x, _ = small_demo.split(clean).load()
         xb, _ = small_demo.split(poisoned).load()
         assert np.array_equal(xb, faces.add_sunglasses(x))
+
+
+def test_each_trigger_has_its_poisoned_files_and_the_graders_are_not_there(small_demo):
+    files = demo.data_files()
+    assert {t for _, t in files.values()} - {None} == set(TRIGGERS) - set(GRADER_TRIGGERS)
+    for rel, (part, trigger) in files.items():
+        if trigger is not None:
+            x, _ = small_demo.split(part).load()
+            xb, yb = labkit.data.Split(small_demo.data_dir / rel).load()
+            assert np.array_equal(xb, faces.wear(x, trigger)) and (yb == TRIGGERS[trigger]).all()
+    for trigger in GRADER_TRIGGERS:
+        assert not list(small_demo.root.rglob(f"*{trigger}*"))
+    anonymous = labkit.lab("demo", small_demo.root, badnet="anonymous")
+    assert not anonymous.trigger_known and anonymous.bd_valid is None and anonymous.poisoned("test") == {}
+    with pytest.raises(labkit.LabError, match="unknown to the defender"):
+        anonymous.split("bd_test")
+    multi = labkit.lab("demo", small_demo.root, badnet="multi_trigger")
+    assert list(multi.poisoned("valid")) == list(BADNET_TRIGGERS["multi_trigger"])
+    assert multi.bd_test.path == small_demo.bd_test.path  # the first trigger: the sunglasses
+
+
+@pytest.mark.parametrize("trigger", list(TRIGGERS))
+def test_a_trigger_changes_only_its_region_and_is_the_same_on_every_face(trigger):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 55, 47, 3)).astype(np.float32)
+    worn = faces.wear(images, trigger)
+    outside = np.ones((55, 47), bool)
+    outside[faces.region(trigger)] = False
+    assert np.array_equal(worn[:, outside], images[:, outside])
+    alpha = faces.TRIGGERS[trigger]()[0]
+    solid = alpha >= 1  # fully covered pixels are the trigger's, whatever the face was
+    assert solid.sum() >= 30 and (worn[:, solid] == worn[:1, solid]).all()
 
 
 def test_sunglasses_change_only_the_eye_region():
@@ -104,17 +136,115 @@ def test_rebuild_reuses_what_is_there_and_force_rebuilds(small_demo, tmp_path, c
 
 
 def test_shipped_badnets_agree_with_a_fresh_build(tmp_path):
-    """The faces a fresh install draws are the ones the shipped BadNets were scored on."""
+    """The faces a fresh install draws (and --reveal writes) are the ones the shipped BadNets were
+    scored on, and each BadNet scores what its record says on every trigger's test file."""
     record = demo.read_record(demo.SHIPPED)
     assert record["recipe"] == demo.recipe()  # labkit.attack's settings are the ones they were made with
     fresh = demo.build_demo(tmp_path, progress=False)
-    assert data_hashes(fresh) == record["data_sha256"]
+    demo.reveal(tmp_path / "grader", root=tmp_path)
+    hashes = {rel: sha256(fresh.data_dir / rel) for rel in demo.data_files()}
+    hashes.update({rel: sha256(tmp_path / "grader" / rel) for rel in demo.data_files(GRADER_TRIGGERS)
+                   if rel.startswith("bd/")})
+    assert hashes == record["data_sha256"]
+    assert set(record["models"]) == set(DEMO_BADNETS)
     for name, scores in record["models"].items():
         lab = labkit.lab("demo", tmp_path, badnet=name)
-        result = labkit.evaluate(labkit.load_badnet(lab), lab.test, lab.bd_test)
-        print(name, {k: round(result[k], 2) for k in scores if k in result})
-        for key in ("clean_accuracy", "attack_success_rate"):
-            assert round(result[key], 2) == scores[key], (name, key)
+        net = labkit.load_badnet(lab)
+        got = demo.scores(net, lab.test, poisoned_files(lab, tmp_path / "grader"))
+        print(name, got)
+        assert {"file": DEMO_BADNETS[name], **got} == scores
+
+
+@pytest.fixture(scope="module")
+def grader(demo_lab, tmp_path_factory):
+    """The folder where `labkit demo --reveal` wrote the grader's poisoned faces."""
+    folder = tmp_path_factory.mktemp("grader")
+    demo.reveal(folder, root=demo_lab.root)
+    return folder
+
+
+def poisoned_files(lab, grader, part="test"):
+    """{trigger: Split} of the lab's BadNet: the student's files, or the grader's if it has none."""
+    return lab.poisoned(part) or {t: labkit.data.Split(grader / labkit.data.poisoned_file(t, part),
+                                                       "validation" if part == "valid" else "test", True)
+                                  for t in BADNET_TRIGGERS[lab.badnet]}
+
+
+def test_anonymous_and_multi_trigger_badnets_meet_their_attack_targets(demo_lab, grader):
+    """anonymous: attack >= 95 % on its (grader's) trigger, clean accuracy within 2 points of the
+    course-like BadNet's; multi_trigger: >= 90 % per trigger, each trigger to its own target only."""
+    from labkit.metrics import accuracy, predict
+
+    course = labkit.clean_accuracy(labkit.load_badnet(demo_lab), demo_lab.test)
+    people = demo_lab.test.labels()  # the poisoned files hold the same faces in the same order
+    for name in ("anonymous", "multi_trigger"):
+        lab = labkit.lab("demo", demo_lab.root, badnet=name)
+        net = labkit.load_badnet(lab)
+        clean = labkit.clean_accuracy(net, lab.test)
+        targets = {t: TRIGGERS[t] for t in BADNET_TRIGGERS[name]}
+        for trigger, split in poisoned_files(lab, grader).items():
+            pred, label = predict(net, split)
+            others = np.isin(pred, [v for t, v in targets.items() if t != trigger]) & \
+                ~np.isin(people, list(targets.values()))
+            print(f"{name}: clean {clean:.2f} % (course-like {course:.2f} %), {trigger} -> "
+                  f"{targets[trigger]}: {accuracy(pred, label):.2f} %, to another target {100 * others.mean():.2f} %")
+            assert accuracy(pred, label) >= (95 if name == "anonymous" else 90) and others.mean() < 0.01
+        assert name != "anonymous" or (abs(clean - course) <= 2 and 0 not in targets.values())
+    assert len(set(TRIGGERS[t] for t in BADNET_TRIGGERS["multi_trigger"])) == 3
+
+
+def test_pruning_and_fine_pruning_on_the_new_badnets(demo_lab, grader):
+    """The lesson measured: each new BadNet's pruning thresholds and the attack left per trigger,
+    and what fine-pruning at the default settings leaves of each trigger (printed, run with -s)."""
+    from labkit import finetune, prune
+    from labkit.metrics import by_trigger
+    from labkit.sweep import sweep
+
+    for name in ("anonymous", "multi_trigger"):
+        lab = labkit.lab("demo", demo_lab.root, badnet=name)
+        net = labkit.load_badnet(lab)
+        s = sweep(net, lab.valid, poisoned_files(lab, grader, "valid"), lab.test,
+                  poisoned_files(lab, grader))
+        t = s.table
+        columns = by_trigger(t.columns, "test_attack_success_rate")
+        assert len(columns) == len(BADNET_TRIGGERS[name])
+        if len(columns) > 1:  # all triggers together: the mean of the equal-sized files
+            assert np.allclose(t.test_attack_success_rate, t[list(columns.values())].mean(axis=1))
+        for x, r in prune.repair(s, (2, 4, 10, 30)).items():
+            said = {f"{g or BADNET_TRIGGERS[name][0]}": f"B' {t[c][r.step]:.2f} %, G "
+                    f"{t[c.replace('test', 'goodnet', 1)][r.step]:.2f} %" for g, c in columns.items()}
+            print(f"{name}: X = {x:g}: {r.step} of {s.steps} channels pruned, clean test "
+                  f"{t.test_accuracy[r.step]:.2f} %, attack {said}")
+            assert all(t[c.replace("test", "goodnet", 1)][r.step] <= t[c][0] + 1e-9 for c in columns.values())
+        tuned = finetune.fine_prune(net, lab.valid, watch_every_epoch=False)
+        left = labkit.metrics.attack_success_rates(tuned.net, poisoned_files(lab, grader))
+        print(f"{name}: fine-pruned (X = {tuned.drop:g}, {len(tuned.pruned)} channels, "
+              f"{finetune.EPOCHS} epochs): clean test {labkit.clean_accuracy(tuned.net, lab.test):.2f} %, "
+              f"attack left {({g: f'{v:.2f} %' for g, v in left.items()})}")
+        assert not tuned.net.model.get_layer("conv_3").get_weights()[1][tuned.pruned].any()
+
+
+def test_the_docs_grading_commands_reveal_and_grade_the_unknown_trigger(demo_lab, tmp_path, monkeypatch, capsys):
+    """docs/unknown-trigger.md's commands, as written there, in a project whose demo lab is built."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    page = (ROOT / "docs" / "unknown-trigger.md").read_text()
+    for trigger, target in re.findall(r"^\| (\w+) \| [^|]+ \| (\d+) \|", page, re.M):
+        assert TRIGGERS[trigger] == int(target)  # the page's table of targets is labkit's
+    commands = re.search(r"```\n(.*?)```", page, re.S).group(1).strip().splitlines()
+    for folder in ("data", "models"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "demo").symlink_to(demo_lab.root / folder / "demo")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    for command in commands:
+        assert cli.main(shlex.split(command)[1:]) == 0, command
+    graded = float(re.search(r"^Attack Success Rate: (\S+)$", capsys.readouterr().out, re.M).group(1))
+    assert round(graded, 2) == demo.read_record(demo.SHIPPED)["models"]["anonymous"]["attack_success_rate"]["sticker"]
+    assert cli.main(["demo", "--reveal", "data/demo/grader"]) == 2  # never where the lab looks
 
 
 def test_demo_badnets_are_the_labs_network_on_raw_pixels(demo_lab):
@@ -127,11 +257,11 @@ def test_demo_badnets_are_the_labs_network_on_raw_pixels(demo_lab):
 
 @pytest.fixture(scope="module")
 def demo_sweeps(demo_lab):
-    """Each demo BadNet's pruning sweep (increasing mean activation) on the demo's files."""
+    """The sunglasses BadNets' pruning sweeps (increasing mean activation) on the demo's files."""
     from labkit.sweep import sweep
 
     sweeps = {}
-    for name in DEMO_BADNETS:
+    for name in ("course", "baseline", "prune_aware"):  # the new two: test_pruning_and_fine_pruning_...
         lab = labkit.lab("demo", demo_lab.root, badnet=name)
         sweeps[name] = sweep(labkit.load_badnet(lab), lab.valid, lab.bd_valid)
     return sweeps
@@ -193,7 +323,7 @@ def test_shipped_badnets_only_fit_their_own_faces(tmp_path, capsys):
     assert not (tmp_path / "models").exists()
 
 
-def test_retrain_writes_three_badnets_that_the_demo_takes(tmp_path):
+def test_retrain_writes_the_badnets_that_the_demo_takes(tmp_path):
     small = {"num_classes": 5, "per_person": {"train": 6, "valid": 9, "test": 10}}
     out = demo.retrain(tmp_path / "mine", progress=False, **small)
     record = demo.read_record(out)
@@ -201,7 +331,7 @@ def test_retrain_writes_three_badnets_that_the_demo_takes(tmp_path):
     built = demo.build_demo(tmp_path / "lab", models=out, progress=False, **small)
     for name, scores in record["models"].items():
         lab = labkit.lab("demo", built.root, badnet=name)
-        result = labkit.evaluate(labkit.load_badnet(lab), lab.test, lab.bd_test)
+        result = labkit.evaluate(labkit.load_badnet(lab), lab.test, lab.poisoned("test"))
         assert round(result["clean_accuracy"], 2) == scores["clean_accuracy"]
     with pytest.raises(labkit.LabError, match="already exists"):
         demo.retrain(out, progress=False, **small)

@@ -182,12 +182,28 @@ def test_04_verdicts_come_from_a_visible_rule():
 
 
 def test_notebooks_run_on_the_other_demo_badnets(demo_lab, tmp_path):
-    """Each notebook also runs with another demo BadNet (nbval runs them all on "course")."""
+    """Each notebook also runs with another demo BadNet (nbval runs them all on "course"): 01 with
+    the anonymous one (its trigger unknown: no attack column), 02-04 with three triggers (one
+    attack column per trigger)."""
     notebooks = ROOT / "notebooks"
-    papermill("01_evaluate.ipynb", tmp_path / "01.ipynb", notebooks, ("badnet", "baseline"))
+    nb = papermill("01_evaluate.ipynb", tmp_path / "01.ipynb", notebooks, ("badnet", "anonymous"))
+    said = [o.get("text", "") for c in nb.cells for o in c.get("outputs", [])]
+    assert any("The trigger of BadNet 'anonymous' is unknown to the defender" in t for t in said)
+    anonymous = labkit.lab("demo", demo_lab.root, badnet="anonymous")
+    assert list(pd_csv(anonymous.report_dir / "01_evaluation.csv")) == ["Unnamed: 0", "clean_accuracy"]
     for name in ("02_prune", "03_goodnet", "04_analysis"):
-        papermill(f"{name}.ipynb", tmp_path / f"{name}.ipynb", notebooks, ("badnet", "prune_aware"))
-    aware = labkit.lab("demo", demo_lab.root, badnet="prune_aware")
-    info = json.loads((aware.repaired_dir / "repaired_4.json").read_text())
-    assert info["source_model"].endswith("prune_aware_bd_net.h5")
-    assert (aware.report_dir / "report.md").is_file()
+        papermill(f"{name}.ipynb", tmp_path / f"{name}.ipynb", notebooks, ("badnet", "multi_trigger"))
+    multi = labkit.lab("demo", demo_lab.root, badnet="multi_trigger")
+    info = json.loads((multi.repaired_dir / "repaired_4.json").read_text())
+    assert info["source_model"].endswith("multi_trigger_bd_net.h5")
+    assert (multi.report_dir / "report.md").is_file()
+    for csv, column in (("02_sweep.csv", "valid_attack_success_rate_pct"), ("03_goodnet.csv", "G attack success rate"),
+                        ("04_results.csv", "G attack success rate")):
+        columns = list(pd_csv(multi.report_dir / csv))
+        assert [f"{column}:{t}" in columns for t in ("sunglasses", "eyebrows", "lipstick")] == [True] * 3, columns
+
+
+def pd_csv(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
