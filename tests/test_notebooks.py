@@ -163,6 +163,15 @@ def test_notebooks_end_with_questions_and_exercises(path):
     assert all(len(c.source.splitlines()) <= 11 for c in cells if c.cell_type == "code")
 
 
+def test_no_project_target_reaches_a_student():
+    # targets are checked by tests and benchmarks (tests/test_finetune.py), never printed in the lab
+    for path in NOTEBOOKS:
+        text = nbformat.read(path, as_version=4).cells
+        for cell in text:
+            low = cell.source.lower()
+            assert "target met" not in low and "target not met" not in low and "targets this" not in low, path.name
+
+
 def test_04_verdicts_come_from_a_visible_rule():
     cells = nbformat.read(ROOT / "notebooks" / "04_analysis.ipynb", as_version=4).cells
     rule = next(c.source for c in cells if "def verdict" in c.source)
