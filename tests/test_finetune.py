@@ -183,7 +183,7 @@ def test_fine_prune_command_writes_the_pair_and_force_replaces(tiny_lab, tmp_pat
     assert cli.main([str(a) for a in args(tiny_lab, out, "--drop", "0", "--force")]) == 0
 
 
-def test_target_run_on_the_demo(demo_lab, tmp_path, capsys):
+def test_prune_aware_target_on_the_demo(demo_lab, tmp_path, capsys):
     """Fine-pruning the pruning-aware BadNet at X = 4 with the defaults: printed, then checked."""
     lab = labkit.lab("demo", badnet="prune_aware")
     start = time.perf_counter()
@@ -196,7 +196,7 @@ def test_target_run_on_the_demo(demo_lab, tmp_path, capsys):
     with capsys.disabled():
         print(f"\nfine-pruned prune_aware at X = 4: clean test accuracy {acc:.2f} % (B {b_acc:.2f} %, "
               f"{b_acc - acc:.2f} points below), attack success rate {asr:.2f} %, {seconds:.1f} s")
-    # the issue's target (labkit/finetune.py's docstring: how the defaults were found); the time
+    # the target the defaults were chosen for (docs/experiments/fine-tuning.md); the time
     # is printed, not asserted: speed is shown by commands, not unit tests
     assert asr < 5 and b_acc - acc <= 3
 
