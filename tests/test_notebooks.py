@@ -47,12 +47,12 @@ def test_notebooks_start_the_same_way(path):
     assert "notebook.start(dataset" in check.source
 
 
-def test_05_epochs_default_is_the_librarys():
+def test_05_steps_default_is_the_librarys():
     # papermill needs a literal there; it must stay the default `labkit fine-prune` uses
-    from labkit.finetune import EPOCHS
+    from labkit.finetune import STEPS
 
     params = nbformat.read(ROOT / "notebooks" / "05_beyond_pruning.ipynb", as_version=4).cells[2]
-    assert f"epochs: int = {EPOCHS} " in params.source
+    assert f"steps: int = {STEPS} " in params.source
 
 
 def papermill(src, out, cwd, *params, env=None):
