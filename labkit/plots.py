@@ -254,6 +254,9 @@ def learning_rates(table):
             ax.axhline(rows[column].iloc[0], ls=":", lw=1, color=COLORS[color],
                        label=column.replace("B ", "B: "))
         ax.set_xscale("log")
+        rates = sorted(rows["learning rate"].unique())
+        ax.set_xticks(rates, [f"{r:g}" for r in rates], minor=False)
+        ax.minorticks_off()
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
