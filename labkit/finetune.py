@@ -2,15 +2,18 @@
 
 Fine-pruning prunes B as the lab does (`labkit.prune`: least active `conv_3` channels first, B' at
 the first step whose validation accuracy is at least X points below B's), then trains the pruned
-network for a few epochs on clean faces; X = 0 is fine-tuning alone, the ablation. Only the
+network for a number of steps on clean faces; X = 0 is fine-tuning alone, the ablation. Only the
 defender's clean validation file is used: split (seeded) into a part to train on and a part to
-watch. Test sets given as `measure` are measured after each epoch for figures only: nothing is
-chosen on them. Shown in 05_beyond_pruning.ipynb; `labkit fine-prune` saves the result.
+watch. conv_1 and conv_2 are frozen, so `store` computes their output (`pool_2`) once per BadNet
+and conv_3 and the layers after it train on it (`fine_tune`). Test sets given as `measure` are
+measured for tables and figures only: nothing is chosen on them. Shown in
+05_beyond_pruning.ipynb; `labkit fine-prune` saves the result.
 
-Defaults: Adam at LEARNING_RATE (after a warm-up, cosine decay to 0), EPOCHS passes of BATCH
-faces, conv_1 and conv_2 frozen (FROZEN), each face mirrored, shifted and brightened at random
-(SHIFT, BRIGHTNESS). They were chosen by experiment on the demo's pruning-aware BadNet; the
-evidence, and the command that re-runs the check, are in docs/experiments/fine-tuning.md.
+Defaults: Adam at LEARNING_RATE (after WARMUP steps, cosine decay to 0) for STEPS steps of BATCH
+faces, whatever the number of faces; conv_1 and conv_2 frozen (FROZEN); each pass over the faces
+a new copy of them mirrored, shifted and brightened at random (SHIFT, BRIGHTNESS). They were
+chosen by experiment on the demo's pruning-aware BadNet; the evidence, and the command that
+re-runs the check, are in docs/experiments/fine-tuning.md.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 from .data import Split, require
 from .errors import LabError
 from .files import file_sha256, write_json
-from .metrics import accuracy, predict
+from .metrics import accuracy
 from .models import Net, copy_net, save_model
 from .prune import (CONV, FEATURE_BATCH, RULE, activations, check_drop, drop_text, feature_fn,
                     repair, zeroed_channels)
@@ -148,6 +151,7 @@ class Stored:
     train: np.ndarray  # (passes, training faces, *pool_2): B's pool_2 of each pass's copy
     labels: np.ndarray  # the training faces' labels
     order: np.ndarray  # (steps * batch_size,): the face of each training sample, pass by pass
+    copy: np.ndarray  # (steps * batch_size,): the copy in `train` each sample uses (its pass)
     watch: tuple  # (pool_2, labels) of the watch part
     watch_accuracy_badnet: float  # B on the watch part
     measure: dict  # column -> (pool_2, labels, rows of the sample measured between the ends)
@@ -220,8 +224,9 @@ def store(badnet: Net, valid: Split, steps: int = STEPS, batch_size: int = BATCH
                 "augmentation": ({"mirror": 0.5, "shift_pixels": SHIFT, "brightness": BRIGHTNESS}
                                  if augmentation else None)}
     watch = (_features(fn, xw), yw)
-    return Stored(badnet, valid, train, y, order, watch, _accuracy(_head(badnet), *watch), sets,
-                  settings)
+    copy = np.arange(total) // len(y) if augmentation else np.zeros(total, np.int64)
+    return Stored(badnet, valid, train, y, order, copy, watch, _accuracy(_head(badnet), *watch),
+                  sets, settings)
 
 
 def _head(net: Net):
@@ -285,8 +290,8 @@ def fine_tune(net: Net, stored: Stored, lr: float = LEARNING_RATE, progress: boo
                                   disable=not progress, leave=False)):
         for k in part:
             samples = np.arange(k * batch, (k + 1) * batch)
-            faces = stored.order[samples]  # pass samples // faces shows its own copy
-            loss = float(step(stored.train[samples // len(stored.labels), faces], stored.labels[faces]))
+            faces = stored.order[samples]
+            loss = float(step(stored.train[stored.copy[samples], faces], stored.labels[faces]))
         if not np.isfinite(loss):
             check_finite(Net(head, name=net.name))
         row(int(part[-1]) + 1, loss, i == len(rounds) - 1)

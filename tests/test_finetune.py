@@ -65,6 +65,15 @@ def test_augment_mirrors_shifts_and_brightens_within_bounds():
     assert 40 < sum(np.array_equal(p, f[:, ::-1]) for p, f in zip(plain, x)) < 160  # about half mirrored
 
 
+def test_without_augmentation_every_pass_shows_the_faces_as_they_are(tiny_net, tiny_lab):
+    stored = finetune.store(tiny_net, tiny_lab.valid, steps=STEPS, augmentation=False)
+    assert len(stored.train) == 1 and stored.settings["augmentation"] is None
+    (x, _), _ = finetune.split_valid(tiny_lab.valid)
+    assert stored.train.shape[1] == len(x) and len(set(stored.order)) == len(x)  # several passes
+    result = finetune.fine_tune(tiny_net, stored)
+    assert result.settings["augmentation"] is None and len(result.history) == STEPS + 1
+
+
 def test_a_channel_that_moved_is_caught(tiny_net):
     assert zeroed_channels(tiny_net).size == 0
     with pytest.raises(LabError, match=r"pruned conv_3 channels \[5\] changed"):
