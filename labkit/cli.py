@@ -218,13 +218,13 @@ def _prune(args) -> int:
 
 
 def _add_fine_prune(sub) -> None:
-    from .finetune import BATCH, EPOCHS, FROZEN, LEARNING_RATE, SEED, WATCH_SHARE
+    from .finetune import BATCH, FROZEN, LEARNING_RATE, SEED, STEPS, WATCH_SHARE
 
     p = sub.add_parser("fine-prune", help="prune the BadNet, then fine-tune it on clean data",
                        description="Fine-pruning: prune conv_3 as `labkit prune` does (B' for "
                                    "--drop X), then train it further on clean validation faces "
                                    f"(Adam; {1 - WATCH_SHARE:.0%} of VALID_H5 to train on, "
-                                   "mirrored, shifted and brightened anew each epoch, the rest "
+                                   "mirrored, shifted and brightened anew each pass, the rest "
                                    f"to watch; {', '.join(FROZEN)} left as it is), keeping the "
                                    "pruned channels at zero. Writes "
                                    "fine_pruned_X.h5 and its JSON record; --drop 0 fine-tunes "
@@ -235,10 +235,11 @@ def _add_fine_prune(sub) -> None:
     p.add_argument("--drop", metavar="X", type=float, default=4,
                    help="validation accuracy drop in percentage points that chooses B' "
                         "(default: 4; 0: fine-tuning alone)")
-    p.add_argument("--epochs", metavar="N", type=int, default=EPOCHS,
-                   help=f"passes over the training part (default: {EPOCHS})")
+    p.add_argument("--steps", metavar="N", type=int, default=STEPS,
+                   help=f"training steps of --batch-size faces, whatever the size of VALID_H5 "
+                        f"(default: {STEPS})")
     p.add_argument("--lr", metavar="LR", type=float, default=LEARNING_RATE,
-                   help=f"Adam's peak learning rate, after a warm-up epoch and down to 0 "
+                   help=f"Adam's peak learning rate, after a warm-up and down to 0 "
                         f"by the end (default: {LEARNING_RATE:g})")
     p.add_argument("--batch-size", metavar="B", type=int, default=BATCH,
                    help=f"training batch size (default: {BATCH})")
@@ -265,7 +266,7 @@ def _fine_prune(args) -> int:
     from .prune import check_drop
 
     drop = 0.0 if args.drop == 0 else check_drop(args.drop)
-    check_settings(args.epochs, args.lr, args.batch_size)
+    check_settings(args.steps, args.lr, args.batch_size)
     check_whole(args.seed, "seed", 0, MAX_SEED)
     out = out_dir(args)
     inputs = (args.model, args.valid)
@@ -273,8 +274,8 @@ def _fine_prune(args) -> int:
                   within=None if args.out else Path(args.model).parent)
     net = load_model(args.model, scale=args.scale, trust=args.trust)
     valid = Split(args.valid, description="clean validation file given")
-    result = fine_prune(net, valid, drop, args.epochs, args.lr, args.batch_size, args.seed,
-                        progress=True, watch_every_epoch=False)  # the record needs before/after
+    result = fine_prune(net, valid, drop, args.steps, args.lr, args.batch_size, args.seed,
+                        progress=True, curves=False)  # the record needs before/after
     with transaction():  # the model and its record, or neither
         model_file, json_file = save_fine_tuned(result, out, protect=inputs)
     print(f"B: accuracy on the watch part {result.watch_accuracy_badnet:.2f} % "

@@ -216,13 +216,15 @@ def recipe() -> dict:
     return {k: getattr(attack, k) for k in dir(attack) if k.isupper() and k != "TARGET"}
 
 
-SCRATCH_EPOCHS = 35  # about as many training steps as the BadNet had on its 8000 faces
+SCRATCH_STEPS = 210  # training steps (of attack.BATCH faces) from scratch, at any size of data
 
 
 def from_scratch(valid, num_classes: int, seed: int = 0, progress: bool = False) -> Net:
     """The defender's alternative to repairing B: the lab's network trained from scratch on
-    the clean validation split alone (9 faces per person), with a standard start (bias 0)."""
+    the clean validation split alone (9 faces per person), with a standard start (bias 0).
+    A reference, not a race: about SCRATCH_STEPS steps (whole passes, at least one)."""
     x, y = valid.load()
     model = attack.new_network(num_classes, seed, conv3_bias=0.0)
-    attack.fit(model, x, y, epochs=SCRATCH_EPOCHS, progress=progress and "training from scratch")
+    epochs = max(1, round(SCRATCH_STEPS / -(-len(y) // attack.BATCH)))
+    attack.fit(model, x, y, epochs=epochs, progress=progress and "training from scratch")
     return Net(attack.fold_inputs(model), name="from_scratch")

@@ -246,16 +246,44 @@ def defenses(table):
 
 
 def fine_tuning(histories: dict):
-    """Clean test accuracy and attack success rate epoch by epoch, one panel per BadNet.
+    """Clean test accuracy and attack success rate step by step, one panel per BadNet.
 
     `histories` = {BadNet: {"fine-tuned": history, "fine-pruned": history}} (labkit.finetune).
     """
-    fig, axes = per_badnet(histories, "epoch (0: before fine-tuning)", "percent (test sets)")
+    fig, axes = per_badnet(histories, "training step (0: before fine-tuning)", "percent (test sets)")
     for ax, runs in zip(axes, histories.values()):
         for (run, h), ls in zip(runs.items(), ("--", "-")):
-            ax.plot(h.epoch, h.test_accuracy, ls=ls, color=COLORS["accuracy"], label=f"{run}: clean")
+            ax.plot(h.step, h.test_accuracy, ls=ls, color=COLORS["accuracy"], label=f"{run}: clean")
             for column, label, color in attack_curves(h.columns, "test_attack_success_rate", f"{run}: attack"):
-                ax.plot(h.epoch, h[column], ls=ls, color=color, label=label)
-        ax.legend(fontsize=7)
+                ax.plot(h.step, h[column], ls=ls, color=color, label=label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def learning_rates(table):
+    """Clean test accuracy and attack success rate against the learning rate (log axis), one
+    panel per BadNet: fine-tuning alone dashed, fine-pruning solid, B's values dotted.
+
+    `table`: one row per run, columns BadNet, run ("fine-tuned" or "fine-pruned"), learning rate,
+    clean test accuracy, attack success rate, B clean test accuracy, B attack success rate.
+    """
+    names = list(dict.fromkeys(table.BadNet))
+    fig, axes = per_badnet(names, "peak learning rate (log scale)", "percent (test sets)")
+    for ax, name in zip(axes, names):
+        rows = table[table.BadNet == name]
+        for run, ls, marker in (("fine-tuned", "--", "o"), ("fine-pruned", "-", "s")):
+            r = rows[rows.run == run].sort_values("learning rate")
+            for column, color in (("clean test accuracy", "accuracy"), ("attack success rate", "attack")):
+                ax.plot(r["learning rate"], r[column], ls=ls, marker=marker, ms=4,
+                        color=COLORS[color], label=f"{run}: {column}")
+        for column, color in (("B clean test accuracy", "accuracy"), ("B attack success rate", "attack")):
+            ax.axhline(rows[column].iloc[0], ls=":", lw=1, color=COLORS[color],
+                       label=column.replace("B ", "B: "))
+        ax.set_xscale("log")
+        rates = sorted(rows["learning rate"].unique())
+        ax.set_xticks(rates, [f"{r:g}" for r in rates], minor=False)
+        ax.minorticks_off()
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
