@@ -135,9 +135,17 @@ def _temporary(path: Path) -> tuple[Path, int]:
 def _release(tmp: Path, lock: int) -> None:
     """Remove a temporary file (if still there) and then its lock: in this order, so a temporary
     never exists without its lock while its writer lives."""
-    tmp.unlink(missing_ok=True)
+    _remove(tmp)
     tmp.with_name(f".{TEMPORARY.fullmatch(tmp.name)['base']}.lock").unlink(missing_ok=True)
     os.close(lock)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary: a file, or a folder a writer made in its place (a whole output folder)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def sweep(folder: Path | str) -> list[Path]:
@@ -167,7 +175,7 @@ def sweep(folder: Path | str) -> list[Path]:
             for name in names:
                 found = TEMPORARY.fullmatch(name)
                 if found and found["base"] == base and not name.endswith(".lock"):
-                    Path(folder, name).unlink(missing_ok=True)
+                    _remove(Path(folder, name))
                     removed.append(Path(folder, name))
             if fd is not None:
                 lock.unlink(missing_ok=True)

@@ -241,8 +241,10 @@ def test_a_stale_temporary_is_removed_and_a_live_one_kept(tmp_path):
                 os.kill(os.getpid(), signal.SIGKILL)
             """)], env=ENV, capture_output=True, text=True).stdout.strip()
         assert (tmp_path / dead).exists()
+        stale_folder = tmp_path / ".course.abcd1234.partial"  # a whole output folder, lock gone
+        (stale_folder / "source").mkdir(parents=True)
         removed = files.sweep(tmp_path)
-        assert {p.name for p in removed} == {dead}
+        assert {p.name for p in removed} == {dead, stale_folder.name}
         assert live.exists() and not (tmp_path / dead).exists()
         with h5py.File(live, "w") as f:  # HDF5's own file lock does not clash with labkit's
             f["x"] = [1]
