@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import textwrap
 from pathlib import Path
 
 from . import data
-from .errors import LabError
 from .colab import INSTRUCTOR_HINT, check_install_source
+from .errors import LabError
+from .files import atomic_path
 from .notebook import COURSE_FILES, check_course_files
 from .student import INSTRUCTOR_TAG, set_install_source
 
@@ -145,9 +145,10 @@ def write_course(out_dir: Path | str, dataset: str = "demo", assignment: str = A
             set_install_source(nb, install, name)
     where = ("demo lab, built in lab/ by the first notebook nbgrader runs" if dataset == "demo" else
              f"course's files in {given.root}, linked into lab/")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp = Path(tmp) / "course"
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    with atomic_path(out) as tmp:  # the whole folder is the temporary: a killed run's is swept
+        tmp.unlink()
         (tmp / "source" / assignment).mkdir(parents=True)
         for name, nb in books.items():
             nbformat.write(nb, tmp / "source" / assignment / name)
@@ -163,7 +164,4 @@ def write_course(out_dir: Path | str, dataset: str = "demo", assignment: str = A
                  "not correct. Run every command in this folder.")
         (tmp / "README.md").write_text(README.format(assignment=assignment, intro=textwrap.fill(intro, 96)))
         written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        tmp.rename(out)
     return [out / p for p in written]

@@ -203,7 +203,7 @@ def atomic_path(path: Path | str, protect: tuple = ()):
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file, not mkstemp's private 0600
+        os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask)  # not mkstemp's private 0600
         staged = _staged.get()
         if staged is None:
             _place(tmp, path)
