@@ -200,7 +200,7 @@ def fine_tune(net: Net, valid: Split, epochs: int = EPOCHS, lr: float = LEARNING
               batch_size: int = BATCH, seed: int = SEED, watch_share: float = WATCH_SHARE,
               measure: dict | None = None, badnet: Net | None = None, progress: bool = False,
               augmentation: bool = True, frozen: tuple = FROZEN,
-              watch_every_epoch: bool = True) -> FineTuned:
+              watch_every_epoch: bool = True, stamp=None) -> FineTuned:
     """`net` trained further on the training part of the clean validation faces (Adam, `lr`).
 
     The training copy sees pixels / 255: the lab's BadNets take raw pixels, and with raw inputs
@@ -212,6 +212,8 @@ def fine_tune(net: Net, valid: Split, epochs: int = EPOCHS, lr: float = LEARNING
     `measure` = {column: Split} is measured after each epoch, for figures only; `badnet`
     (default `net`) is measured on the watch part too. `watch_every_epoch` False measures the
     watch part before and after training only (NaN between; `labkit fine-prune`, for speed).
+    `stamp(faces, rng)`, if given, changes each epoch's training faces (pixels 0..1) after the
+    augmentation and returns them (Neural Cleanse's unlearning stamps its recovered trigger).
     Returns a FineTuned (drop 0); `net` is left alone.
     """
     import keras
@@ -244,9 +246,9 @@ def fine_tune(net: Net, valid: Split, epochs: int = EPOCHS, lr: float = LEARNING
     for epoch in tqdm(range(1, epochs + 1), desc=f"fine-tuning {net.name}", unit="epoch",
                       disable=not progress, leave=False):
         order = rng.permutation(len(y))
-        fit = train.model.fit(_augment(padded, order, rng, out=faces) if augmentation
-                              else x[order], y[order], batch_size=batch_size, epochs=1,
-                              shuffle=False, verbose=0)
+        seen = _augment(padded, order, rng, out=faces) if augmentation else x[order]
+        fit = train.model.fit(stamp(seen, rng) if stamp else seen, y[order],
+                              batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
         check_finite(train)
         row(epoch, float(fit.history["loss"][-1]))
     seconds = time.perf_counter() - start
