@@ -2,7 +2,7 @@
 
 Each check returns a `Verdict`, one line: "correct: ..." or the mistake it looks like with a hint a
 student can act on, never the solution. `verdict.ok` says which. Called after each task in
-01_evaluate, 02_prune, 03_goodnet and 05_beyond_pruning.
+01_evaluate, 02_prune, 03_goodnet, 05_beyond_pruning and 06_unknown_trigger.
 """
 from __future__ import annotations
 

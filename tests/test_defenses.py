@@ -88,3 +88,83 @@ def test_defenses_on_each_demo_badnet(name, demo_lab, tmp_path, capsys):
     assert 0 <= result.false_rejection <= 100 and set(result.detection) == {"sunglasses"}
     assert len(cleansed.full.classes) == 20 and len(cleansed.screened_out) == B.num_classes - 20
     assert np.isin(cleansed.flagged, cleansed.full.classes).all()
+
+
+@pytest.mark.parametrize("command, expect", [
+    (["strip", "M", "V", "T", "MISSING"], "poisoned test file not found"),
+    (["strip", "M", "V", "MISSING"], "clean test file not found"),
+    (["cleanse", "MISSING", "V"], "model file not found"),
+    (["cleanse", "M", "M"], "a lab file needs datasets 'data' and 'label'"),
+])
+def test_strip_and_cleanse_check_inputs_before_tensorflow_starts(tiny_lab, tmp_path, capsys,
+                                                                 monkeypatch, command, expect):
+    from hostile import forbid
+    from labkit import cli
+
+    forbid(monkeypatch, cli, "import_tensorflow_quietly", "TensorFlow started")
+    files = {"M": tiny_lab.badnet_path, "V": tiny_lab.valid.path, "T": tiny_lab.test.path,
+             "MISSING": tmp_path / "nope.h5"}
+    assert cli.main([str(files[a]) if a in files else a for a in command]) == 2
+    assert expect in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["strip", "--frr", "0"], "false rejection rate 0.0"),
+    (["strip", "--blends", "40"], "the validation file has only 40 faces"),
+    (["strip", "BD", "BD"], "give each a different name"),
+    (["cleanse", "--steps", "0"], "steps 0: give a whole number of at least 1"),
+    (["cleanse", "--faces", "41"], "faces 41: give a whole number from 1 to 40"),
+    (["cleanse", "OLD"], "already exists"),
+])
+def test_strip_and_cleanse_refusals_come_before_the_work(tiny_lab, tmp_path, capsys, monkeypatch,
+                                                         extra, expect):
+    from hostile import forbid
+    from labkit import cli
+
+    forbid(monkeypatch, cleanse, "search", "the trigger search ran")
+    forbid(monkeypatch, strip, "strip_entropy", "STRIP ran")
+    command, options = extra[0], [a for a in extra[1:] if a not in ("BD", "OLD")]
+    args = [command, str(tiny_lab.badnet_path), str(tiny_lab.valid.path)]
+    if command == "strip":
+        args += [str(tiny_lab.test.path)] + [str(tiny_lab.bd_test.path)] * extra.count("BD")
+    else:
+        args += ["--out", str(tmp_path)]
+    if "OLD" in extra:
+        (tmp_path / "neural_cleanse.json").write_text("{}")
+    code = cli.main(args + options)
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err, err
+    if "OLD" in extra:
+        assert (tmp_path / "neural_cleanse.json").read_text() == "{}"
+
+
+def test_strip_and_cleanse_commands_write_their_outputs(tiny_lab, tmp_path, capsys):
+    import json
+
+    from labkit import cli
+
+    out = tmp_path / "strip.json"
+    assert cli.main(["strip", str(tiny_lab.badnet_path), str(tiny_lab.valid.path),
+                     str(tiny_lab.test.path), str(tiny_lab.bd_test.path), "--blends", "4",
+                     "--out", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert set(info["detection"]) == {"bd_test"} and 0 <= info["false_rejection"] <= 100
+    assert cli.main(["cleanse", str(tiny_lab.badnet_path), str(tiny_lab.valid.path), "--steps", "3",
+                     "--faces", "4", "--unlearn", "--out", str(tmp_path / "nc")]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "nc" / "neural_cleanse.json").read_text())
+    assert len(record["classes"]) == 10 and record["screened_out"] == {}
+    assert (tmp_path / "nc" / "unlearned.h5").is_file() == bool(record["flagged"])
+    assert ("nothing flagged" in printed) == (not record["flagged"])
+
+
+def test_courses_eval_opens_the_unlearning_repair(tiny_lab, tiny_net, tmp_path, capsys):
+    from test_handin import course_lines, grade
+
+    result = cleanse.cleanse(tiny_net, tiny_lab.valid, faces=4, steps=3)
+    result.flagged = np.array([0])  # unlearn class 0's recovered trigger, flagged or not
+    tuned = cleanse.unlearn(tiny_net, tiny_lab.valid, result, epochs=1)
+    path, record = cleanse.save_unlearned(tuned, result, tmp_path / "unlearned.h5")
+    assert record.name == "unlearned.json"
+    [(printed, _, _)] = grade(tmp_path, [(tiny_lab.test.path, tiny_lab.bd_test.path, path)])
+    assert printed == course_lines(capsys, ["eval", tiny_lab.test.path, tiny_lab.bd_test.path, path])
