@@ -182,7 +182,7 @@ def defenses(notebook: bool = True, progress: bool = False) -> dict:
     demo = build_demo(progress=False)
     badnet = load_badnet(demo)
     poisoned = {"sunglasses": demo.bd_test}
-    detector, fit_wall, fit_cpu = _timed(lambda: strip.fit(badnet, demo.valid))
+    detector, fit_wall, fit_cpu = _timed(lambda: strip.fit(badnet, demo.valid, strip.BLENDS))
     found, wall, cpu = _timed(lambda: strip.evaluate(detector, demo.test, poisoned))
     out = {"machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
            "strip": {"threshold_wall_s": fit_wall, "threshold_cpu_s": fit_cpu,
@@ -190,7 +190,8 @@ def defenses(notebook: bool = True, progress: bool = False) -> dict:
                      "images": len(demo.test) + len(demo.bd_test), "blends": strip.BLENDS,
                      "false_rejection": found.false_rejection, "detection": found.detection}}
     for name, net in (("neural_cleanse_demo", badnet), ("neural_cleanse_real_size", widen(badnet))):
-        result, wall, cpu = _timed(lambda: cleanse.cleanse(net, demo.valid, progress=progress))
+        result, wall, cpu = _timed(lambda: cleanse.cleanse(
+            net, demo.valid, cleanse.FACES, cleanse.STEPS, cleanse.SHORTLIST, progress=progress))
         out[name] = {"classes": net.num_classes, "searched_in_full": len(result.full.classes),
                      "wall_s": wall, "cpu_s": cpu, "flagged": result.flagged.tolist(),
                      "smallest_anomaly_index": round(float(result.anomaly[np.argmin(result.full.norms)]), 2),

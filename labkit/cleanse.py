@@ -34,8 +34,8 @@ from .errors import LabError
 from .files import file_sha256, write_json
 from .models import Net, save_model
 
-FACES = 16  # clean validation faces every class's trigger is searched over
-STEPS = 300  # Adam steps of the full search
+FACES = 8  # clean validation faces every class's trigger is searched over
+STEPS = 200  # Adam steps of the full search
 LEARNING_RATE = 0.1  # Adam's learning rate on the mask's and pattern's logits
 COST = 1e-2  # each class's starting lambda: weight of the mask's L1 norm in the loss
 SUCCESS = 0.99  # share of the faces the stamp must send to the class for lambda to grow

@@ -168,3 +168,35 @@ def test_courses_eval_opens_the_unlearning_repair(tiny_lab, tiny_net, tmp_path, 
     assert record.name == "unlearned.json"
     [(printed, _, _)] = grade(tmp_path, [(tiny_lab.test.path, tiny_lab.bd_test.path, path)])
     assert printed == course_lines(capsys, ["eval", tiny_lab.test.path, tiny_lab.bd_test.path, path])
+
+
+def test_the_commands_of_docs_defenses_run(demo_lab, tmp_path, monkeypatch, capsys):
+    """Each command in docs/defenses.md, run as written in a copy of the demo lab, with fewer
+    blends, steps and classes searched (the module constants the defaults come from)."""
+    import re
+    import shlex
+    import shutil
+
+    from conftest import ROOT
+    from labkit import bench, cli
+
+    text = (ROOT / "docs" / "defenses.md").read_text()
+    commands = [shlex.split(line) for block in re.findall(r"```\n(.*?)```", text, re.S)
+                for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["labkit", "strip"], ["labkit", "cleanse"], ["labkit", "bench"]]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo").symlink_to(demo_lab.data_dir)
+    shutil.copytree(demo_lab.badnet_path.parent, tmp_path / "models" / "demo",
+                    ignore=shutil.ignore_patterns("repaired"))
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("BLENDS", 4), ):
+        monkeypatch.setattr(strip, name, value)
+    for name, value in (("STEPS", 5), ("FACES", 4), ("COARSE_STEPS", 1), ("SHORTLIST", 10)):
+        monkeypatch.setattr(cleanse, name, value)
+    monkeypatch.setattr(bench, "_notebook_seconds", lambda: {"wall_s": None})
+    for command in commands:
+        assert cli.main(command[1:]) == 0, command
+    out = capsys.readouterr().out
+    assert "detections (sunglasses test faces flagged)" in out or "detections (bd_test" in out
+    assert (tmp_path / "models" / "demo" / "repaired" / "neural_cleanse.json").is_file()
+    assert '"neural_cleanse_real_size"' in out and '"classes": 1283' in out
