@@ -43,6 +43,15 @@ def test_anomaly_index_flags_only_the_small_outlier():
     assert cleanse.flagged(np.full(5, 7.0)).size == 0  # MAD 0: nothing stands out
 
 
+def test_probabilities_are_the_softmax_whose_argmax_predict_gives(tiny_net):
+    from conftest import tiny_faces
+
+    x = tiny_faces(50, seed=3)[0]
+    p = tiny_net.probabilities(x, batch_size=16)
+    assert p.shape == (50, 10) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    assert (p.argmax(axis=1) == tiny_net.predict(x)).all()
+
+
 def test_stamp_and_superimpose():
     face = np.full((2, 55, 47, 3), 100.0, np.float32)
     mask = np.zeros((55, 47), np.float32)
