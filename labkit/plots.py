@@ -264,7 +264,7 @@ def norms(cleansed, targets=()):
                label="the attacker's target (grader's knowledge)")
     ax.axhline(np.median(t["mask L1 norm"]), color="grey", ls=":", label="median")
     ax.set(xlabel="class", ylabel="mask L1 norm (pixels)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: no point hidden
     return fig
 
 
