@@ -198,9 +198,9 @@ def test_the_commands_of_docs_defenses_run(demo_lab, tmp_path, monkeypatch, caps
     shutil.copytree(demo_lab.badnet_path.parent, tmp_path / "models" / "demo",
                     ignore=shutil.ignore_patterns("repaired"))
     monkeypatch.chdir(tmp_path)
-    for name, value in (("BLENDS", 4), ):
-        monkeypatch.setattr(strip, name, value)
-    for name, value in (("STEPS", 5), ("FACES", 4), ("COARSE_STEPS", 1), ("SHORTLIST", 10)):
+    monkeypatch.setattr(strip, "BLENDS", 4)
+    for name, value in (("STEPS", 5), ("FACES", 4), ("COARSE_STEPS", 1), ("SHORTLIST", 10),
+                        ("CLASSES_AT_ONCE", 2000)):  # one screening batch: one trace
         monkeypatch.setattr(cleanse, name, value)
     monkeypatch.setattr(bench, "_notebook_seconds", lambda: {"wall_s": None})
     for command in commands:
