@@ -133,7 +133,7 @@ def search(net: Net, faces: np.ndarray, classes, steps: int = STEPS, lr: float =
     masks = np.where(reached[:, None, None], best[0].numpy()[..., 0], tf.sigmoid(mask_w).numpy()[..., 0])
     patterns = np.where(reached[:, None, None, None], best[1].numpy(),
                         255 * tf.sigmoid(pattern_w).numpy())
-    norms = masks.sum(axis=(1, 2))
+    norms = masks.sum(axis=(1, 2), dtype=np.float64)
     success = np.where(reached, SUCCESS, last[0]) if last else np.zeros(c)
     return Search(classes, masks, patterns, norms, success, reached, time.perf_counter() - start)
 
