@@ -3,8 +3,9 @@
 The notebooks in notebooks/ call these functions; each module is one idea of the lab:
 `data` (the HDF5 files), `models` (the network), `modelfile` (loading a model file safely),
 `metrics` (accuracy, attack success rate), `prune` (the defense step by step), `sweep` (every
-pruning step at once, fast and exact),
-`repaired` (B' files), `goodnet`, `finetune` (fine-tuning and fine-pruning), `analysis` (the
+pruning step at once, fast and exact), `repaired` (B' files), `goodnet`, `finetune`
+(fine-tuning and fine-pruning), `strip` and `cleanse` (STRIP and Neural Cleanse: defenses that
+look for the trigger), `triggers` (which poisoned test files a lab has), `analysis` (the
 write-up's numbers), `check` (a student's answers), `plots`, `demo` and `faces` (the offline demo
 lab), `notebook` (what every notebook does first), `report` (`labkit run-all`), `student` (the
 student edition).

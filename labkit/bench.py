@@ -154,3 +154,55 @@ def run(small: bool = False, progress: bool = False) -> dict:
         "predictions_compared": compared,
         "mismatches": mismatches,
     }
+
+
+def _timed(fn):
+    """(result, wall seconds, this process's CPU seconds) of `fn()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, round(time.perf_counter() - wall, 1), round(time.process_time() - cpu, 1)
+
+
+def defenses(notebook: bool = True, progress: bool = False) -> dict:
+    """`labkit bench --defenses`: STRIP and Neural Cleanse on the demo's course-like BadNet, Neural
+    Cleanse with screening on the real-size stand-in's BadNet (the demo BadNet widened to 1283
+    classes, `labkit standin`) and, with `notebook`, 06_unknown_trigger.ipynb on the demo.
+
+    Wall and CPU seconds: on a shared machine the wall time depends on what else runs.
+    """
+    from . import cleanse, strip
+    from .demo import build_demo
+
+    demo = build_demo(progress=False)
+    badnet = load_badnet(demo)
+    poisoned = {"sunglasses": demo.bd_test}
+    detector, fit_wall, fit_cpu = _timed(lambda: strip.fit(badnet, demo.valid, strip.BLENDS))
+    found, wall, cpu = _timed(lambda: strip.evaluate(detector, demo.test, poisoned))
+    out = {"machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+           "strip": {"threshold_wall_s": fit_wall, "threshold_cpu_s": fit_cpu,
+                     "test_faces_wall_s": wall, "test_faces_cpu_s": cpu,
+                     "images": len(demo.test) + len(demo.bd_test), "blends": strip.BLENDS,
+                     "false_rejection": found.false_rejection, "detection": found.detection}}
+    for name, net in (("neural_cleanse_demo", badnet), ("neural_cleanse_real_size", widen(badnet))):
+        result, wall, cpu = _timed(lambda: cleanse.cleanse(
+            net, demo.valid, cleanse.FACES, cleanse.STEPS, cleanse.SHORTLIST, progress=progress))
+        out[name] = {"classes": net.num_classes, "searched_in_full": len(result.full.classes),
+                     "wall_s": wall, "cpu_s": cpu, "flagged": result.flagged.tolist(),
+                     "smallest_anomaly_index": round(float(result.anomaly[np.argmin(result.full.norms)]), 2),
+                     "settings": result.settings}
+    if notebook:
+        out["notebook_06_demo"] = _notebook_seconds()
+    return out
+
+
+def _notebook_seconds() -> dict:
+    """06_unknown_trigger.ipynb run by papermill on the demo (its kernel's own time included)."""
+    import papermill
+
+    with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
+        start = time.perf_counter()
+        papermill.execute_notebook(str(project_root() / "notebooks" / "06_unknown_trigger.ipynb"),
+                                   str(Path(tmp) / "06.ipynb"), parameters={"dataset": "demo"},
+                                   cwd=str(project_root() / "notebooks"), progress_bar=False)
+        return {"wall_s": round(time.perf_counter() - start, 1),
+                "how": "papermill, kernel start included; the kernel's CPU is not counted here"}

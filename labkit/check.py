@@ -2,7 +2,7 @@
 
 Each check returns a `Verdict`, one line: "correct: ..." or the mistake it looks like with a hint a
 student can act on, never the solution. `verdict.ok` says which. Called after each task in
-01_evaluate, 02_prune, 03_goodnet and 05_beyond_pruning.
+01_evaluate, 02_prune, 03_goodnet, 05_beyond_pruning and 06_unknown_trigger.
 """
 from __future__ import annotations
 
@@ -296,3 +296,78 @@ def split_faces(fn, watch_share: float = 0.2) -> Verdict:
         return _wrong(f"not the lab's split {case}", "cut np.random.default_rng(seed).permutation(len(y)) "
                       "in two, in its order: the first part to train on, the rest to watch")
     return Verdict(True, f"a seeded random split, every face in one part with its label {case}")
+
+
+def strip_entropy(fn) -> Verdict:
+    """Task: `fn(probabilities)`: probabilities (inputs, blends, classes) -> each input's STRIP
+    entropy, the mean over its blends of the entropy in bits (zero probabilities included)."""
+    from .strip import entropy
+
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.full(6, 0.3), (4, 5))
+    p[0, :, 1:] = 0  # a confident prediction: probabilities of exactly 0
+    p[0, :, 0] = 1
+    expected = entropy(p).mean(axis=1)
+    try:
+        got = np.asarray(fn(p), np.float64)
+    except Exception as err:  # the student's code: any error is the verdict
+        return _wrong(f"the function raised {type(err).__name__}: {err}",
+                      "-(p * log2 p) summed over the classes, then the mean over the blends")
+    if got.shape != expected.shape:
+        return _wrong(f"expected one entropy per input, shape {expected.shape}, got {got.shape}",
+                      "sum over the classes (last axis), then average over the blends (axis 1)")
+    if np.isnan(got).any():
+        return _wrong("NaN where a probability is 0 (0 * log 0)",
+                      "0 * log 0 counts as 0: clip p to a tiny positive number before the log")
+    if _close(got, expected):
+        return Verdict(True, f"{len(got)} inputs, {p.shape[1]} blends each, entropy in bits")
+    mistakes = [(expected * np.log(2), "natural logarithm instead of log2",
+                 "STRIP's entropy is in bits: np.log2"),
+                (-expected, "the entropy is negative", "entropy is MINUS the sum of p log p"),
+                (expected * p.shape[1], "the entropies were summed over the blends",
+                 "average over the blends (the paper normalises by N)"),
+                (entropy(p.mean(axis=1)), "the entropy of the mean prediction",
+                 "take each blend's entropy first, then their mean")]
+    for value, mistake, hint in mistakes:
+        if _close(got, value):
+            return _wrong(mistake, hint)
+    return _wrong("these are not STRIP's entropies",
+                  "for each input: -(p * log2 p) summed over classes, averaged over blends")
+
+
+ANOMALY_CASES = [np.array([168.0, 286, 300, 270, 310, 295, 280, 330, 260]),
+                 np.array([5.0, 40, 42, 41, 39, 120, 44, 38])]
+
+
+def anomaly_index(fn) -> Verdict:
+    """Task: `fn(norms)`: each norm's |distance from the median| in units of 1.4826 x the MAD."""
+    from .cleanse import MAD_SCALE, anomaly_index as expected_fn
+
+    for norms in ANOMALY_CASES:
+        expected = expected_fn(norms)
+        try:
+            got = np.asarray(fn(norms.copy()), np.float64)
+        except Exception as err:  # the student's code: any error is the verdict
+            return _wrong(f"the function raised {type(err).__name__}: {err}",
+                          "median, then the median of the absolute deviations (MAD)")
+        case = f"(norms {norms.tolist()})"
+        if got.shape != norms.shape:
+            return _wrong(f"expected one index per class {case}", "return an array like `norms`")
+        if _close(got, expected):
+            continue
+        median, deviation = np.median(norms), np.abs(norms - np.median(norms))
+        mistakes = [(expected * MAD_SCALE, "the MAD was not scaled by 1.4826",
+                     "divide by 1.4826 * MAD: the consistency constant for normal data"),
+                    ((norms - median) / (MAD_SCALE * np.median(deviation)),
+                     "the index has a sign", "take the absolute distance from the median"),
+                    (deviation / (MAD_SCALE * np.mean(deviation)), "the MAD used the mean",
+                     "the MAD is the MEDIAN of the absolute deviations"),
+                    (np.abs(norms - norms.mean()) / norms.std(), "mean and standard deviation",
+                     "use the median and the MAD: one outlier would drag the mean and the "
+                     "standard deviation towards itself")]
+        for value, mistake, hint in mistakes:
+            if _close(got, value):
+                return _wrong(f"{mistake} {case}", hint)
+        return _wrong(f"these are not the anomaly indices {case}",
+                      "|norm - median| / (1.4826 * median(|norms - median|))")
+    return Verdict(True, f"anomaly indices on {len(ANOMALY_CASES)} cases")

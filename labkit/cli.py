@@ -77,7 +77,7 @@ def _eval(args) -> int:
 
 def _add_run_all(sub) -> None:
     p = sub.add_parser("run-all", help="run every notebook and write the report (PDF, HTML)",
-                       description="Run notebooks 01..05 top to bottom and write the executed "
+                       description="Run notebooks 01..06 top to bottom and write the executed "
                                    "notebooks, their HTML pages and report.pdf to report/DATASET/.")
     p.add_argument("--dataset", choices=("demo", "lab"), default="demo",
                    help="demo: the offline demo lab (built first if needed); lab: the course's "
@@ -375,6 +375,131 @@ def read_face(path):
         raise LabError(f"{path}: cannot be read as an image ({one_line(err)})") from None
 
 
+def _add_strip(sub) -> None:
+    from .strip import BLENDS, FRR
+
+    p = sub.add_parser("strip", help="STRIP: flag backdoored inputs by the entropy of blends",
+                       description="STRIP (Gao et al., ACSAC 2019): superimpose each input on "
+                                   "clean validation faces; a low entropy of the model's "
+                                   "predictions flags a backdoored input. The threshold is set on "
+                                   "VALID_H5 for --frr; prints the false rejections on TEST_H5 and "
+                                   "the detections on each POISONED_H5 (named by its file name).")
+    p.add_argument("model", metavar="MODEL", help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
+    p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
+    p.add_argument("test", metavar="TEST_H5", help="clean test data, e.g. data/cl/test.h5")
+    p.add_argument("poisoned", metavar="POISONED_H5", nargs="*",
+                   help="poisoned test data, e.g. data/bd/bd_test.h5 (none: an unknown trigger)")
+    p.add_argument("--blends", metavar="N", type=int, default=BLENDS,
+                   help=f"clean faces each input is superimposed on (default: {BLENDS})")
+    p.add_argument("--frr", metavar="PERCENT", type=float, default=FRR,
+                   help=f"false rejection rate on VALID_H5 that sets the threshold (default: {FRR:g})")
+    p.add_argument("--out", metavar="FILE.json", default=None, help="also write the result here")
+    p.add_argument("--force", action="store_true", help="replace the --out file of an earlier run")
+    add_model_options(p)
+    p.set_defaults(run=_strip, given={"model": MODEL, "valid": "clean validation file",
+                                      "test": "clean test file", "poisoned": "poisoned test file"})
+
+
+def _strip(args) -> int:
+    from pathlib import Path
+
+    from .data import Split
+    from .files import check_outputs, write_json
+    from . import strip
+    from .models import load_model
+
+    strip.check_frr(args.frr)
+    names = [Path(p).stem for p in args.poisoned]
+    if len(set(names)) != len(names) or "clean" in names:
+        raise LabError(f"poisoned files {', '.join(args.poisoned)}: give each a different name "
+                       "(not 'clean'): the name stands for its trigger")
+    inputs = (args.model, args.valid, args.test, *args.poisoned)
+    if args.out:
+        check_outputs([args.out], inputs, args.force)
+    net = load_model(args.model, scale=args.scale, trust=args.trust)
+    valid = Split(args.valid, description="clean validation file given")
+    test = Split(args.test, kind="test", description="clean test file given")
+    poisoned = {name: Split(path, kind="test", poisoned=True, description="poisoned test file given")
+                for name, path in zip(names, args.poisoned)}
+    detector = strip.fit(net, valid, args.blends, args.frr)
+    result = strip.evaluate(detector, test, poisoned)
+    print("\n".join(escape(line) for line in result.lines()))
+    if args.out:
+        info = {"method": "STRIP (Gao et al., ACSAC 2019)", "model": str(args.model),
+                "blends": args.blends, "frr": args.frr, "weights": list(detector.weights),
+                "threshold_bits": detector.threshold, "false_rejection": result.false_rejection,
+                "detection": result.detection, "seconds": round(result.seconds, 2)}
+        print(escape(f"wrote {write_json(args.out, info, protect=inputs)}"))
+    return 0
+
+
+def _add_cleanse(sub) -> None:
+    from .cleanse import FACES, SHORTLIST, STEPS
+
+    p = sub.add_parser("cleanse", help="Neural Cleanse: reverse-engineer triggers, flag the "
+                                       "infected class, repair by unlearning",
+                       description="Neural Cleanse (Wang et al., IEEE S&P 2019): for every class, "
+                                   "the smallest mask and pattern that send clean validation faces "
+                                   "to it; a class whose mask norm is an outlier on the small side "
+                                   "(anomaly index > 2) is flagged. With more classes than "
+                                   "--shortlist, a coarse search screens them first. Writes "
+                                   "neural_cleanse.json; with --unlearn also unlearned.h5 (the "
+                                   "course's format) and its JSON record.")
+    p.add_argument("model", metavar="MODEL", help="the BadNet B: full .h5 model, weights-only .h5 or .keras")
+    p.add_argument("valid", metavar="VALID_H5", help="clean validation data, e.g. data/cl/valid.h5")
+    p.add_argument("--steps", metavar="N", type=int, default=STEPS,
+                   help=f"Adam steps of the full search (default: {STEPS})")
+    p.add_argument("--faces", metavar="N", type=int, default=FACES,
+                   help=f"clean validation faces the triggers are searched over (default: {FACES})")
+    p.add_argument("--shortlist", metavar="K", type=int, default=SHORTLIST,
+                   help=f"classes searched in full when the model has more (default: {SHORTLIST})")
+    p.add_argument("--unlearn", action="store_true",
+                   help="repair the model by unlearning the flagged classes' triggers")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for the outputs (default: 'repaired' beside MODEL)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier run")
+    add_model_options(p)
+    p.set_defaults(run=_cleanse, given={"model": MODEL, "valid": "clean validation file"})
+
+
+def _cleanse(args) -> int:
+    from pathlib import Path
+
+    from . import cleanse
+    from .data import Split
+    from .files import check_outputs, transaction, write_json
+    from .models import load_model
+
+    cleanse.check_count("steps", args.steps)
+    cleanse.check_count("faces", args.faces)
+    cleanse.check_count("shortlist", args.shortlist, 3)
+    out = Path(args.out) if args.out else Path(args.model).parent / "repaired"
+    inputs = (args.model, args.valid)
+    record = out / "neural_cleanse.json"
+    repaired = [out / "unlearned.h5", out / "unlearned.json"] if args.unlearn else []
+    check_outputs([record, *repaired], inputs, args.force)
+    net = load_model(args.model, scale=args.scale, trust=args.trust)
+    valid = Split(args.valid, description="clean validation file given")
+    result = cleanse.cleanse(net, valid, args.faces, args.steps, args.shortlist, progress=True)
+    print("\n".join(result.lines()))
+    tuned = cleanse.unlearn(net, valid, result, progress=True) if args.unlearn else None
+    info = {"method": "Neural Cleanse (Wang et al., IEEE S&P 2019)", "model": str(args.model),
+            **result.settings, "seconds": round(result.seconds, 2),
+            "flagged": result.flagged.tolist(), "classes": json.loads(result.table.to_json(orient="records")),
+            "screened_out": {str(c): why for c, why in result.screened_out.items()}}
+    with transaction():  # the record and the repaired network, or nothing
+        written = [write_json(record, info, protect=inputs)]
+        if tuned is not None:
+            written += cleanse.save_unlearned(tuned, result, repaired[0], protect=inputs)
+    if args.unlearn and tuned is None:
+        print("nothing flagged: no trigger to unlearn, no repaired model written")
+    elif tuned is not None:
+        print(f"unlearned: {tuned}")
+    for path in written:
+        print(escape(f"  wrote {path}"))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time the fast pruning sweep against the naive loop and "
                                      "the machine's ceiling",
@@ -384,17 +509,20 @@ def _add_bench(sub) -> None:
                                    "ceiling (a plain matmul, the convolutions in memory), and "
                                    "report times, ratios, memory and agreement as JSON.")
     p.add_argument("--small", action="store_true", help="10x fewer images, for a quick run")
+    p.add_argument("--defenses", action="store_true",
+                   help="instead: time STRIP and Neural Cleanse on the demo, Neural Cleanse with "
+                        "screening at the lab's 1283 classes, and 06_unknown_trigger.ipynb")
     p.add_argument("--out", metavar="FILE.json", default=None, help="also write the JSON here")
     p.set_defaults(run=_bench, writes=lambda args: args.out)
 
 
 def _bench(args) -> int:
-    from .bench import run
+    from .bench import defenses, run
     from .files import check_outputs, write_json
 
     if args.out:
         check_outputs([args.out])
-    result = run(small=args.small, progress=True)
+    result = defenses(progress=True) if args.defenses else run(small=args.small, progress=True)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=2))
@@ -483,8 +611,8 @@ def _course(args) -> int:
 
 # run-all's notebooks run in kernels of their own: its process only waits for them
 WITHOUT_TENSORFLOW = ("run-all", "student", "course")
-COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_bench,
-            _add_standin, _add_student, _add_course]
+COMMANDS = [_add_eval, _add_run_all, _add_demo, _add_prune, _add_fine_prune, _add_goodnet, _add_strip,
+            _add_cleanse, _add_bench, _add_standin, _add_student, _add_course]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -519,12 +647,11 @@ def check_given(args) -> None:
     from .files import check_input
 
     for name, what in getattr(args, "given", {}).items():
-        path = getattr(args, name)
-        if path is None:
-            continue
-        check_input(path, what)
-        if what != MODEL:
-            len(Split(path, description=what))  # opens it and checks the lab's layout
+        value = getattr(args, name)
+        for path in value if isinstance(value, list) else [value] if value is not None else []:
+            check_input(path, what)
+            if what != MODEL:
+                len(Split(path, description=what))  # opens it and checks the lab's layout
 
 
 def project_of(args):

@@ -196,13 +196,14 @@ class Stored:
 
 def store(badnet: Net, valid: Split, steps: int = STEPS, batch_size: int = BATCH,
           seed: int = SEED, watch_share: float = WATCH_SHARE, measure: dict | None = None,
-          augmentation: bool = True) -> Stored:
+          augmentation: bool = True, stamp=None) -> Stored:
     """The `Stored` activations for fine-tuning `badnet` (or its B') on `valid`.
 
     The `steps * batch_size` training samples run through the training faces pass after pass,
     each pass in a new (seeded) order and with a new augmented copy of every face (`augment`;
     the faces as they are, without `augmentation`). At the lab's size the training is shorter
-    than one pass, so only one copy is made.
+    than one pass, so only one copy is made. `stamp(faces, rng)`, if given, changes each copy's
+    faces (pixels 0..1) after the augmentation (Neural Cleanse's unlearning stamps its trigger).
     """
     check_settings(steps, LEARNING_RATE, batch_size)
     (x, y), (xw, yw) = split_valid(valid, watch_share, seed)
@@ -210,8 +211,9 @@ def store(badnet: Net, valid: Split, steps: int = STEPS, batch_size: int = BATCH
     passes = -(-total // len(y))
     order = np.concatenate([rng.permutation(len(y)) for _ in range(passes)])[:total]
     fn = feature_fn(badnet, STORED)
-    train = (np.stack([_features(fn, x, rng) for _ in range(passes)]) if augmentation
-             else _features(fn, x)[None])
+    stamped = (lambda faces: stamp(faces, rng)) if stamp else None
+    train = (np.stack([_features(fn, x, rng, stamped) for _ in range(passes)]) if augmentation
+             else _features(fn, x, stamp=stamped)[None])
     sets, pick = {}, np.random.default_rng([seed, 7])
     for column, split in (measure or {}).items():
         out = np.empty((len(split), *train.shape[2:]), np.float32)
@@ -237,12 +239,16 @@ def _head(net: Net):
     return keras.Model(net.model.get_layer(STORED).output, net.model.output)
 
 
-def _features(fn, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    """`fn` (prune.feature_fn) of the raw faces `x`, each augmented first if `rng` is given."""
+def _features(fn, x: np.ndarray, rng: np.random.Generator | None = None, stamp=None) -> np.ndarray:
+    """`fn` (prune.feature_fn) of the raw faces `x`, each augmented first if `rng` is given and
+    then `stamp`ed (see `store`)."""
     parts = []
     for i in range(0, len(x), FEATURE_BATCH):
         chunk = x[i:i + FEATURE_BATCH]
-        parts.append(fn(chunk if rng is None else augment(chunk / 255, rng) * 255).numpy())
+        if rng is not None or stamp is not None:
+            faces = augment(chunk / 255, rng) if rng is not None else chunk / 255
+            chunk = (stamp(faces) if stamp else faces) * 255
+        parts.append(fn(chunk).numpy())
     return np.concatenate(parts)
 
 

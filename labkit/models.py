@@ -71,6 +71,7 @@ class Net:
     name: str = "badnet"
     path: Path | None = None
     _classes_fn: object = field(default=None, init=False, repr=False)
+    _probabilities_fn: object = field(default=None, init=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +94,19 @@ class Net:
         parts = [self._classes_fn(images[i:i + batch_size]).numpy()
                  for i in range(0, len(images), batch_size)]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+        """The output layer's softmax of each raw 0..255 image, float32 (N, num_classes)."""
+        if self._probabilities_fn is None:
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32)
+            self._probabilities_fn = tf.function(
+                lambda x: self.model(x * self.scale, training=False), input_signature=[spec])
+        images = np.asarray(images, np.float32)
+        parts = [self._probabilities_fn(images[i:i + batch_size]).numpy()
+                 for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
 
 
 def fingerprint(model) -> str:

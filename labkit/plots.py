@@ -287,3 +287,55 @@ def learning_rates(table):
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
+
+
+def entropies(result):
+    """STRIP's entropy histograms: clean test faces and each trigger's, with the threshold."""
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
+    values = result.entropies
+    bins = np.linspace(0, max(float(np.max(v)) for v in values.values()), 40)
+    for i, (name, v) in enumerate(values.items()):
+        label = "clean test faces" if name == "clean" else f"{name} test faces"
+        color = COLORS["accuracy"] if name == "clean" else plt.cm.Reds(0.5 + 0.4 * i / len(values))
+        ax.hist(v, bins, alpha=0.55, label=label, color=color)
+    ax.axvline(result.detector.threshold, color="black", ls="--",
+               label=f"threshold ({result.detector.frr:g} % of clean validation faces below)")
+    ax.set(xlabel="STRIP entropy (bits, mean over the blends)", ylabel="faces")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def norms(cleansed, targets=()):
+    """Neural Cleanse's mask L1 norm per class, flagged classes marked, the attacker's targets
+    (when known) circled."""
+    t = cleansed.table
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
+    ax.scatter(t["class"], t["mask L1 norm"], s=10, color="grey", label="class")
+    hit = t[t.flagged]
+    ax.scatter(hit["class"], hit["mask L1 norm"], s=40, color=COLORS["attack"],
+               label="flagged (anomaly index > 2, small side)")
+    known = t[t["class"].isin(list(targets))]
+    ax.scatter(known["class"], known["mask L1 norm"], s=120, facecolors="none", edgecolors="black",
+               label="the attacker's target (grader's knowledge)")
+    ax.axhline(np.median(t["mask L1 norm"]), color="grey", ls=":", label="median")
+    ax.set(xlabel="class", ylabel="mask L1 norm (pixels)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: no point hidden
+    return fig
+
+
+def trigger(mask, pattern, face, poisoned_face=None, title: str = ""):
+    """The recovered mask and pattern, a clean face stamped with them, and (when known) a
+    poisoned face wearing the true trigger."""
+    stamped = (1 - mask[..., None]) * face + mask[..., None] * pattern
+    panels = [(mask, "recovered mask", "gray"), (mask[..., None] * pattern, "mask x pattern", None),
+              (stamped, "a clean face stamped", None)]
+    if poisoned_face is not None:
+        panels.append((poisoned_face, "the true trigger (grader's file)", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.4), layout="constrained")
+    for ax, (image, text, cmap) in zip(axes, panels):
+        ax.imshow(image if cmap else np.clip(image, 0, 255).astype(np.uint8), cmap=cmap)
+        ax.set_title(text, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -15,11 +15,11 @@ from .data import lab, project_root
 from .errors import LabError, one_line
 from .files import LOCKED_BY, atomic_path, check_outputs, project_lock
 
-NOTEBOOKS = "[0-9][0-9]_*.ipynb"  # 01_evaluate.ipynb ... 05_beyond_pruning.ipynb, in this order
+NOTEBOOKS = "[0-9][0-9]_*.ipynb"  # 01_evaluate.ipynb ... 06_unknown_trigger.ipynb, in this order
 
 
 def run_all(dataset: str = "demo", root: Path | str | None = None, progress: bool = True) -> Path:
-    """Run notebooks 01..05 on `dataset`; return report/<dataset>/, which holds the results.
+    """Run notebooks 01..06 on `dataset`; return report/<dataset>/, which holds the results.
 
     The demo lab is built first if it is not there yet. Files of an earlier run of the same
     dataset are removed first; nothing outside report/<dataset>/ is. The project is locked for

@@ -25,7 +25,8 @@ PAPERMILL = [sys.executable, "-m", "papermill", "--kernel", "python3", "--no-pro
 
 def test_every_notebook_of_the_lab_is_there():
     assert [p.name for p in NOTEBOOKS] == ["01_evaluate.ipynb", "02_prune.ipynb", "03_goodnet.ipynb",
-                                           "04_analysis.ipynb", "05_beyond_pruning.ipynb", "index.ipynb"]
+                                           "04_analysis.ipynb", "05_beyond_pruning.ipynb", "06_unknown_trigger.ipynb",
+                                           "index.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -161,7 +162,7 @@ def test_02_order_parameter_and_03_uses_only_what_02_saved(demo_lab, tmp_path):
     stale.unlink()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS[:5], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS[:6], ids=lambda p: p.name)
 def test_notebooks_end_with_questions_and_exercises(path):
     cells = nbformat.read(path, as_version=4).cells
     assert "## Questions" in cells[-1].source and "## Change a parameter and explain" in cells[-1].source
