@@ -406,7 +406,7 @@ def _strip(args) -> int:
     from .data import Split
     from .files import check_outputs, write_json
     from . import strip
-    from .models import load_model
+    from .modelfile import load_model
 
     strip.check_frr(args.frr)
     names = [Path(p).stem for p in args.poisoned]
@@ -468,7 +468,7 @@ def _cleanse(args) -> int:
     from . import cleanse
     from .data import Split
     from .files import check_outputs, transaction, write_json
-    from .models import load_model
+    from .modelfile import load_model
 
     cleanse.check_count("steps", args.steps)
     cleanse.check_count("faces", args.faces)
