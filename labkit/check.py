@@ -32,6 +32,11 @@ def _wrong(mistake: str, hint: str) -> Verdict:
     return Verdict(False, f"{mistake}. Hint: {hint}")
 
 
+def _raised(err: Exception, hint: str) -> Verdict:
+    """The verdict on a student's function that raised `err`: its error, and what to write."""
+    return _wrong(f"the function raised {type(err).__name__}: {err}", hint)
+
+
 def _close(a, b) -> bool:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(b).max(initial=0)))
@@ -109,8 +114,7 @@ def prune_channels(fn, badnet: Net, channels=(5, 17)) -> Verdict:
     try:
         out = fn(model, channels)
     except Exception as err:  # the student's code: any error is the verdict
-        return _wrong(f"the function raised {type(err).__name__}: {err}",
-                      f"zero {CONV}'s kernel[:, :, :, c] and bias[c] for each c in a copy of the model")
+        return _raised(err, f"zero {CONV}'s kernel[:, :, :, c] and bias[c] for each c in a copy of the model")
     if any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())):
         model.set_weights(before)
         return _wrong("the function changed B itself", "prune a copy and leave B alone (B is restored now)")
@@ -155,8 +159,7 @@ def stop_step(fn) -> Verdict:
         try:
             got = fn(np.asarray(acc), drop)
         except Exception as err:  # the student's code: any error is the verdict
-            return _wrong(f"the function raised {type(err).__name__}: {err}",
-                          "return the first k whose accuracy is at least X below accuracies[0], or None")
+            return _raised(err, "return the first k whose accuracy is at least X below accuracies[0], or None")
         case = f"(accuracies {acc}, X = {drop:g}: got {got})"
         if expected is None and got is not None:
             return _wrong(f"a drop that is never reached gave a step {case}", "return None then")
@@ -226,8 +229,7 @@ def goodnet_rule(fn, num_classes: int = 10) -> Verdict:
     try:
         got = np.asarray(fn(b, b2, n))
     except Exception as err:  # the student's code: any error is the verdict
-        return _wrong(f"the function raised {type(err).__name__}: {err}",
-                      "compare the two arrays of classes element by element")
+        return _raised(err, "compare the two arrays of classes element by element")
     case = f"(B {b.tolist()}, B' {b2.tolist()}, N = {n}: got {got.tolist()})"
     if got.shape != b.shape:
         return _wrong(f"expected one class per input {case}", "answer one class for each input")
@@ -260,8 +262,7 @@ def split_faces(fn, watch_share: float = 0.2) -> Verdict:
         (x_train, y_train), (x_watch, y_watch) = fn(x, y, watch_share, 1)
         again, other = fn(x, y, watch_share, 1), fn(x, y, watch_share, 2)
     except Exception as err:  # the student's code: any error is the verdict
-        return _wrong(f"the function raised {type(err).__name__}: {err}",
-                      "return ((x_train, y_train), (x_watch, y_watch))")
+        return _raised(err, "return ((x_train, y_train), (x_watch, y_watch))")
     parts = [np.asarray(p) for p in (x_train, y_train, x_watch, y_watch)]
     if any(p.ndim == 0 for p in parts) or len(parts[0]) != len(parts[1]) or len(parts[2]) != len(parts[3]):
         return _wrong("each part must hold images and as many labels",
@@ -311,8 +312,7 @@ def strip_entropy(fn) -> Verdict:
     try:
         got = np.asarray(fn(p), np.float64)
     except Exception as err:  # the student's code: any error is the verdict
-        return _wrong(f"the function raised {type(err).__name__}: {err}",
-                      "-(p * log2 p) summed over the classes, then the mean over the blends")
+        return _raised(err, "-(p * log2 p) summed over the classes, then the mean over the blends")
     if got.shape != expected.shape:
         return _wrong(f"expected one entropy per input, shape {expected.shape}, got {got.shape}",
                       "sum over the classes (last axis), then average over the blends (axis 1)")
@@ -348,8 +348,7 @@ def anomaly_index(fn) -> Verdict:
         try:
             got = np.asarray(fn(norms.copy()), np.float64)
         except Exception as err:  # the student's code: any error is the verdict
-            return _wrong(f"the function raised {type(err).__name__}: {err}",
-                          "median, then the median of the absolute deviations (MAD)")
+            return _raised(err, "median, then the median of the absolute deviations (MAD)")
         case = f"(norms {norms.tolist()})"
         if got.shape != norms.shape:
             return _wrong(f"expected one index per class {case}", "return an array like `norms`")
