@@ -588,7 +588,7 @@ def _add_course(sub) -> None:
     p.add_argument("--assignment", default=ASSIGNMENT,
                    help=f"the assignment's name in nbgrader (default: {ASSIGNMENT})")
     p.add_argument("--notebooks", metavar="NN", nargs="+", default=None,
-                   help="only these notebooks, e.g. 02 03 (default: all of 01..05)")
+                   help="only these notebooks, e.g. 02 03 (default: all of 01..06)")
     p.add_argument("--install", metavar="SPEC",
                    help="what the setup cells install in Colab, as for `labkit student` "
                         "(default: left unset, as in the reference notebooks)")
