@@ -111,7 +111,7 @@ def test_prune_killed_at_each_write(tiny_net, tmp_path):
 
 def test_fine_prune_killed_at_each_write(tiny_net, tmp_path):
     code = ("sys.exit(cli.main(['fine-prune', '{root}/models/bd_net.h5', '{root}/data/cl/valid.h5', "
-            "'--drop', '2', '--epochs', '1', '--batch-size', '16', '--force']))")
+            "'--drop', '2', '--steps', '4', '--batch-size', '16', '--force']))")
     writes = kill_at_each_write(tmp_path, code, lambda f: project_with_lab(f, tiny_net), one_folder=True)
     assert writes == 4  # the model and its record
 
@@ -130,7 +130,8 @@ def test_demo_killed_at_each_write(tmp_path):
     code = (f"from labkit import demo; demo.build_demo('{{root}}', force=True, progress=False, "
             f"models='{models}', **{SMALL!r})")
     writes = kill_at_each_write(tmp_path, code, lambda f: f)
-    assert writes == 16  # four data files, their manifest, three BadNets
+    assert writes == 2 * (len(demo.data_files()) + 1 + len(DEMO_BADNETS))  # each made, then placed:
+    # the clean and the students' poisoned data files, their manifest, the BadNets
 
 
 # --- run-all: its kernels write too -------------------------------------------------------------
