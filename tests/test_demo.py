@@ -216,10 +216,10 @@ def test_pruning_and_fine_pruning_on_the_new_badnets(demo_lab, grader):
             print(f"{name}: X = {x:g}: {r.step} of {s.steps} channels pruned, clean test "
                   f"{t.test_accuracy[r.step]:.2f} %, attack {said}")
             assert all(t[c.replace("test", "goodnet", 1)][r.step] <= t[c][0] + 1e-9 for c in columns.values())
-        tuned = finetune.fine_prune(net, lab.valid, watch_every_epoch=False)
+        tuned = finetune.fine_prune(net, lab.valid, curves=False)
         left = labkit.metrics.attack_success_rates(tuned.net, poisoned_files(lab, grader))
         print(f"{name}: fine-pruned (X = {tuned.drop:g}, {len(tuned.pruned)} channels, "
-              f"{finetune.EPOCHS} epochs): clean test {labkit.clean_accuracy(tuned.net, lab.test):.2f} %, "
+              f"{finetune.STEPS} steps): clean test {labkit.clean_accuracy(tuned.net, lab.test):.2f} %, "
               f"attack left {({g: f'{v:.2f} %' for g, v in left.items()})}")
         assert not tuned.net.model.get_layer("conv_3").get_weights()[1][tuned.pruned].any()
 

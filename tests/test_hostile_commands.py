@@ -26,7 +26,7 @@ def command(name, lab, out):
     """The command `name` on the tiny lab, writing to `out` (a folder, or G's file for goodnet)."""
     model, valid = lab.badnet_path, lab.valid.path
     return {"prune": ["prune", model, valid, "--drops", "2", "--out", out],
-            "fine-prune": ["fine-prune", model, valid, "--epochs", "1", "--out", out],
+            "fine-prune": ["fine-prune", model, valid, "--steps", "4", "--out", out],
             "goodnet": ["goodnet", model, model, "--save", Path(out) / "G.keras"],
             "student": ["student", out],
             "standin": ["standin", out],
