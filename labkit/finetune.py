@@ -240,7 +240,7 @@ def _head(net: Net):
 
 
 def _features(fn, x: np.ndarray, rng: np.random.Generator | None = None, stamp=None) -> np.ndarray:
-    """`fn` (prune.feature_fn) of the raw faces `x`, each augmented first if `rng` is given and
+    """`fn` (cache.feature_fn) of the raw faces `x`, each augmented first if `rng` is given and
     then `stamp`ed (see `store`)."""
     parts = []
     for i in range(0, len(x), FEATURE_BATCH):
