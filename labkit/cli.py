@@ -376,7 +376,7 @@ def read_face(path):
 
 
 def _add_strip(sub) -> None:
-    from .strip import BLENDS, FRR
+    from .strip import BLENDS, FACES, FRR
 
     p = sub.add_parser("strip", help="STRIP: flag backdoored inputs by the entropy of blends",
                        description="STRIP (Gao et al., ACSAC 2019): superimpose each input on "
@@ -393,6 +393,8 @@ def _add_strip(sub) -> None:
                    help=f"clean faces each input is superimposed on (default: {BLENDS})")
     p.add_argument("--frr", metavar="PERCENT", type=float, default=FRR,
                    help=f"false rejection rate on VALID_H5 that sets the threshold (default: {FRR:g})")
+    p.add_argument("--faces", metavar="N", type=int, default=FACES,
+                   help=f"faces of each file measured, a seeded sample; 0: all (default: {FACES})")
     p.add_argument("--out", metavar="FILE.json", default=None, help="also write the result here")
     p.add_argument("--force", action="store_true", help="replace the --out file of an earlier run")
     add_model_options(p)
@@ -409,6 +411,7 @@ def _strip(args) -> int:
     from .modelfile import load_model
 
     strip.check_frr(args.frr)
+    faces = strip.check_faces(args.faces or None)
     names = [Path(p).stem for p in args.poisoned]
     if len(set(names)) != len(names) or "clean" in names:
         raise LabError(f"poisoned files {', '.join(args.poisoned)}: give each a different name "
@@ -421,14 +424,15 @@ def _strip(args) -> int:
     test = Split(args.test, kind="test", description="clean test file given")
     poisoned = {name: Split(path, kind="test", poisoned=True, description="poisoned test file given")
                 for name, path in zip(names, args.poisoned)}
-    detector = strip.fit(net, valid, args.blends, args.frr)
-    result = strip.evaluate(detector, test, poisoned)
+    detector = strip.fit(net, valid, args.blends, args.frr, faces=faces)
+    result = strip.evaluate(detector, test, poisoned, faces)
     print("\n".join(escape(line) for line in result.lines()))
     if args.out:
         info = {"method": "STRIP (Gao et al., ACSAC 2019)", "model": str(args.model),
                 "blends": args.blends, "frr": args.frr, "weights": list(detector.weights),
                 "threshold_bits": detector.threshold, "false_rejection": result.false_rejection,
-                "detection": result.detection, "seconds": round(result.seconds, 2)}
+                "detection": result.detection, "faces_in_file": result.sizes,
+                "faces_measured": {n: len(h) for n, h in result.entropies.items()}, "seconds": round(result.seconds, 2)}
         print(escape(f"wrote {write_json(args.out, info, protect=inputs)}"))
     return 0
 
