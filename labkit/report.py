@@ -18,8 +18,11 @@ from .files import LOCKED_BY, atomic_path, check_outputs, project_lock
 NOTEBOOKS = "[0-9][0-9]_*.ipynb"  # 01_evaluate.ipynb ... 06_unknown_trigger.ipynb, in this order
 
 
-def run_all(dataset: str = "demo", root: Path | str | None = None, progress: bool = True) -> Path:
+def run_all(dataset: str = "demo", root: Path | str | None = None, progress: bool = True,
+            parameters: dict | None = None) -> Path:
     """Run notebooks 01..06 on `dataset`; return report/<dataset>/, which holds the results.
+
+    `parameters` go to every notebook as papermill's -p does (e.g. {"steps": 12}, for a quick run).
 
     The demo lab is built first if it is not there yet. Files of an earlier run of the same
     dataset are removed first; nothing outside report/<dataset>/ is. The project is locked for
@@ -33,14 +36,15 @@ def run_all(dataset: str = "demo", root: Path | str | None = None, progress: boo
         raise LabError(f"{root / 'notebooks'}: no numbered notebooks (01_*.ipynb, ...) found; "
                        "run this in the labkit folder or set LABKIT_HOME to it")
     with project_lock(root, f"labkit run-all --dataset {dataset}", exclusive=True):
-        _run(notebooks, root, dataset, out, progress)
+        _run(notebooks, root, {**(parameters or {}), "dataset": dataset}, out, progress)
     return out
 
 
-def _run(notebooks: list, root: Path, dataset: str, out: Path, progress: bool) -> None:
+def _run(notebooks: list, root: Path, parameters: dict, out: Path, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     check_outputs([out / "report.pdf", *(out / n.name for n in notebooks)], within=root)  # first
+    dataset = parameters["dataset"]
     if dataset == "lab":
         from .notebook import check_course_files
 
@@ -57,7 +61,7 @@ def _run(notebooks: list, root: Path, dataset: str, out: Path, progress: bool) -
         for notebook in bar:
             bar.set_postfix_str(notebook.name)
             executed = out / notebook.name
-            _execute(notebook, executed, dataset, root)
+            _execute(notebook, executed, parameters, root)
             _write_html(executed, executed.with_suffix(".html"))
     if (out / "report.md").is_file():
         write_pdf(out / "report.md", out / "report.pdf")
@@ -75,14 +79,14 @@ def durations(out: Path) -> dict:
     return found
 
 
-def _execute(notebook: Path, executed: Path, dataset: str, root: Path) -> None:
+def _execute(notebook: Path, executed: Path, parameters: dict, root: Path) -> None:
     """Run one notebook in a kernel of this very Python; papermill writes it as it goes."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters={"dataset": dataset}, cwd=str(notebook.parent),
+            str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent),
             kernel_name="python3", kernel_manager_class=_kernel_manager(root), progress_bar=False)
     except papermill.PapermillExecutionError as err:
         cell = err.exec_count if err.exec_count is not None else err.cell_index

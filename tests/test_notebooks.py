@@ -112,10 +112,10 @@ def write_course_files(root: Path, net, n: int = 60):
     return lab
 
 
-def run_all_on_lab(root):
+def run_all_on_lab(root, **parameters):
     from labkit.report import run_all
 
-    out = run_all("lab", root=root, progress=False)
+    out = run_all("lab", root=root, progress=False, parameters=parameters)
     names = {p.name for p in out.iterdir()}
     for nb in ("01_evaluate", "02_prune", "03_goodnet", "04_analysis"):
         assert {f"{nb}.ipynb", f"{nb}.html"} <= names
@@ -133,9 +133,13 @@ def h5py_file(path):
 
 def test_real_data_path_end_to_end(tiny_net, tmp_path):
     write_course_files(tmp_path, tiny_net)
-    out = run_all_on_lab(tmp_path)
+    out = run_all_on_lab(tmp_path, steps=12)  # 05's fine-tuning and 06's search: 12 steps, not the lab's
     assert (tmp_path / "models" / "repaired" / "repaired_4.h5").is_file()
-    assert "the course's data files" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "the course's data files" in report and "10 of 10 classes searched in full (8 faces, 12 steps)" in report
+    said = [o.get("text", "") for c in nbformat.read(out / "05_beyond_pruning.ipynb", as_version=4).cells
+            for o in c.get("outputs", [])]
+    assert any("after 12 steps of fine-tuning" in t for t in said), said
 
 
 def test_real_data_path_with_the_lab3_weights(real, tmp_path):
