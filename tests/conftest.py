@@ -89,6 +89,17 @@ def tiny_lab(tmp_path, tiny_net):
     return write_tiny_lab(tmp_path, tiny_net)
 
 
+@pytest.hookimpl(wrapper=True)  # runs before every plugin's, xdist's included, which reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (pyproject's addopts: `-n 2 --dist loadgroup`), everything that runs or
+    writes the project's own demo lab (the notebooks under nbval, the tests using `demo_lab`) runs
+    on one worker, in order; the other tests, each in a folder of its own, spread over both."""
+    for item in items:
+        if item.path.suffix == ".ipynb" or "demo_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("project"))
+    return (yield)
+
+
 @pytest.fixture(scope="session")
 def demo_lab():
     """The project's own demo lab (data/demo, models/demo), built once if it is not there yet.

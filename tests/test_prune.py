@@ -76,10 +76,8 @@ def test_masking_applies_to_the_courses_full_model(real):
     assert masking_problem(net) is None
 
 
-def test_masked_sweep_equals_zeroed_networks_demo(tmp_path):
-    demo = labkit.lab("demo")
-    if not demo.badnet_path.is_file() or not all(demo.split(n).path.is_file() for n in LAB_FILES):
-        pytest.skip("the demo lab is not built (labkit demo)")
+def test_masked_sweep_equals_zeroed_networks_demo(demo_lab, tmp_path):
+    demo = demo_lab
     net = labkit.load_badnet(demo)
     sub = labkit.lab("lab", tmp_path)  # 300 images of each demo file keep the test fast
     for name in LAB_FILES:

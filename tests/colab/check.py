@@ -9,7 +9,8 @@
    unset, it stops with its one line; pointed at the wheel, it installs labkit with pip;
 4. every pin is still the version Colab has;
 5. in that venv: tests/test_widgets.py (ipywidgets 7.7) and in_colab.py (`notebook.start` on a fake Drive);
-6. `labkit run-all` on the demo (01-05, their HTML pages, report.pdf) and index.ipynb under papermill.
+6. `labkit run-all` on the demo (every numbered notebook, its HTML page, report.pdf) and index.ipynb
+   under papermill.
 
 It prints each step's time and a last line `colab check: N of 7 steps ok`; exit status 1 if any failed.
 """
