@@ -13,6 +13,8 @@
    under papermill.
 
 It prints each step's time and a last line `colab check: N of 7 steps ok`; exit status 1 if any failed.
+`--part runtime` runs steps 1-5, `--part notebooks` step 6 in the venv they built (.ci/run runs the
+notebooks beside pytest, on the same cores).
 """
 from __future__ import annotations
 
@@ -166,7 +168,12 @@ def notebooks(work: Path) -> None:
         ROOT / "notebooks" / "index.ipynb", home / "report" / "index.ipynb", cwd=home / "notebooks", env=env)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="labkit in Colab's runtime (tests/colab/check.py)")
+    parser.add_argument("--part", choices=("all", "runtime", "notebooks"), default="all")
+    part = parser.parse_args(argv).part
     work = Path(tempfile.mkdtemp(prefix="labkit-colab-"))
     wheel = None
     steps = [("Colab's runtime in a fresh venv", lambda: build_venv(work)),
@@ -176,6 +183,10 @@ def main() -> int:
              ("every pin as Colab has it", lambda: pins_unchanged(work)),
              ("widgets, notebook.start on Drive", lambda: tests_in_venv(work)),
              ("every notebook on the demo", lambda: notebooks(work))]
+    steps = {"all": steps, "runtime": steps[:-1], "notebooks": steps[-1:]}[part]
+    if part == "notebooks" and not (BIN / "labkit").exists():
+        print(f"colab check: {BIN / 'labkit'} is missing: run `python tests/colab/check.py --part runtime` first")
+        return 1
     failed, passed, start = [], 0, time.time()
     for name, step in steps:
         t = time.time()
@@ -189,7 +200,8 @@ def main() -> int:
             print(f"FAIL {name} ({time.time() - t:.0f} s): {err}", flush=True)
             if wheel is None:
                 break  # no venv or no wheel: nothing after it can run
-    print(f"colab check: {passed} of {len(steps)} steps ok in {time.time() - start:.0f} s"
+    print(f"colab check{'' if part == 'all' else f' ({part})'}: {passed} of {len(steps)} steps ok in "
+          f"{time.time() - start:.0f} s"
           + (f"; failed: {', '.join(failed)}; work folder {work}" if failed else ""))
     if not failed:
         shutil.rmtree(work)
