@@ -192,18 +192,21 @@ def test_04_verdicts_come_from_a_visible_rule():
         assert "prune-aware" not in text and "pruning-aware" not in text  # nothing claimed unmeasured
 
 
-def test_notebooks_run_on_the_other_demo_badnets(demo_lab, tmp_path):
+def test_notebooks_run_on_the_other_demo_badnets(tmp_path):
     """Each notebook also runs with another demo BadNet (nbval runs them all on "course"): 01 with
     the anonymous one (its trigger unknown: no attack column), 02-04 with three triggers (one
-    attack column per trigger)."""
-    notebooks = ROOT / "notebooks"
-    nb = papermill("01_evaluate.ipynb", tmp_path / "01.ipynb", notebooks, ("badnet", "anonymous"))
+    attack column per trigger). In a demo lab of its own, so it runs beside the project's."""
+    from labkit.demo import build_demo
+
+    demo_lab = build_demo(tmp_path / "project", progress=False)
+    notebooks, env = ROOT / "notebooks", {"LABKIT_HOME": str(demo_lab.root)}
+    nb = papermill("01_evaluate.ipynb", tmp_path / "01.ipynb", notebooks, ("badnet", "anonymous"), env=env)
     said = [o.get("text", "") for c in nb.cells for o in c.get("outputs", [])]
     assert any("The trigger of BadNet 'anonymous' is unknown to the defender" in t for t in said)
     anonymous = labkit.lab("demo", demo_lab.root, badnet="anonymous")
     assert list(pd_csv(anonymous.report_dir / "01_evaluation.csv")) == ["Unnamed: 0", "clean_accuracy"]
     for name in ("02_prune", "03_goodnet", "04_analysis"):
-        papermill(f"{name}.ipynb", tmp_path / f"{name}.ipynb", notebooks, ("badnet", "multi_trigger"))
+        papermill(f"{name}.ipynb", tmp_path / f"{name}.ipynb", notebooks, ("badnet", "multi_trigger"), env=env)
     multi = labkit.lab("demo", demo_lab.root, badnet="multi_trigger")
     info = json.loads((multi.repaired_dir / "repaired_4.json").read_text())
     assert info["source_model"].endswith("multi_trigger_bd_net.h5")
