@@ -43,9 +43,7 @@ def test_the_distribution_has_its_own_name():
 
 
 def test_ci_runs_the_colab_check():
-    text = (ROOT / ".ci" / "run").read_text()
-    assert "python tests/colab/check.py --part runtime" in text.splitlines()  # before pytest: its venv
-    assert "nice -n 19 python tests/colab/check.py --part notebooks" in text and 'wait "$notebooks"' in text
+    assert "python tests/colab/check.py" in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
 def test_ci_runs_the_readmes_test_command():

@@ -9,12 +9,10 @@
    unset, it stops with its one line; pointed at the wheel, it installs labkit with pip;
 4. every pin is still the version Colab has;
 5. in that venv: tests/test_widgets.py (ipywidgets 7.7) and in_colab.py (`notebook.start` on a fake Drive);
-6. `labkit run-all` on the demo (every numbered notebook, its HTML page, report.pdf) and index.ipynb
-   under papermill.
+6. `labkit run-all` on the demo (every numbered notebook, its HTML page, report.pdf; 05's and 06's
+   `steps` at STEPS: pytest's nbval runs them at their defaults) and index.ipynb under papermill.
 
 It prints each step's time and a last line `colab check: N of 7 steps ok`; exit status 1 if any failed.
-`--part runtime` runs steps 1-5, `--part notebooks` step 6 in the venv they built (.ci/run runs the
-notebooks beside pytest, on the same cores).
 """
 from __future__ import annotations
 
@@ -35,6 +33,9 @@ VENV = HERE / ".venv"
 BIN = VENV / "bin"
 # What installing labkit adds to Colab's runtime: labkit and the packages Colab does not ship
 ADDED = {"labkit-backdoor", "papermill", "fpdf2"}
+# 05's fine-tuning and 06's Neural Cleanse here: the same code as at their defaults (144 and 200
+# steps, which nbval runs), a sixth of the training
+STEPS = 24
 sys.path.insert(0, str(ROOT))
 
 
@@ -162,18 +163,16 @@ def notebooks(work: Path) -> None:
     home.mkdir(exist_ok=True)
     (home / "notebooks").symlink_to(ROOT / "notebooks")
     env = {"LABKIT_HOME": str(home)}
-    out = run(BIN / "labkit", "run-all", cwd=home, env=env).stdout
+    run_all = ("from labkit import report\n"  # `labkit run-all`, with 05's and 06's steps at STEPS
+               f"out = report.run_all(parameters={{'steps': {STEPS}}})\n"
+               "print(', '.join(f'{n} {s:.1f} s' for n, s in report.durations(out).items()))")
+    out = run(BIN / "python", "-c", run_all, cwd=home, env=env).stdout
     print("  " + "\n  ".join(line for line in out.splitlines() if "s" in line)[-1500:])
     run(BIN / "python", "-m", "papermill", "--kernel", "python3", "--no-progress-bar",
         ROOT / "notebooks" / "index.ipynb", home / "report" / "index.ipynb", cwd=home / "notebooks", env=env)
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="labkit in Colab's runtime (tests/colab/check.py)")
-    parser.add_argument("--part", choices=("all", "runtime", "notebooks"), default="all")
-    part = parser.parse_args(argv).part
+def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="labkit-colab-"))
     wheel = None
     steps = [("Colab's runtime in a fresh venv", lambda: build_venv(work)),
@@ -183,10 +182,6 @@ def main(argv=None) -> int:
              ("every pin as Colab has it", lambda: pins_unchanged(work)),
              ("widgets, notebook.start on Drive", lambda: tests_in_venv(work)),
              ("every notebook on the demo", lambda: notebooks(work))]
-    steps = {"all": steps, "runtime": steps[:-1], "notebooks": steps[-1:]}[part]
-    if part == "notebooks" and not (BIN / "labkit").exists():
-        print(f"colab check: {BIN / 'labkit'} is missing: run `python tests/colab/check.py --part runtime` first")
-        return 1
     failed, passed, start = [], 0, time.time()
     for name, step in steps:
         t = time.time()
@@ -200,8 +195,7 @@ def main(argv=None) -> int:
             print(f"FAIL {name} ({time.time() - t:.0f} s): {err}", flush=True)
             if wheel is None:
                 break  # no venv or no wheel: nothing after it can run
-    print(f"colab check{'' if part == 'all' else f' ({part})'}: {passed} of {len(steps)} steps ok in "
-          f"{time.time() - start:.0f} s"
+    print(f"colab check: {passed} of {len(steps)} steps ok in {time.time() - start:.0f} s"
           + (f"; failed: {', '.join(failed)}; work folder {work}" if failed else ""))
     if not failed:
         shutil.rmtree(work)
